@@ -1,0 +1,298 @@
+"""The simulator's Python API: ``World`` steps B independent worlds of one scenario.
+
+    >>> from drivediff.sim import World
+    >>> world = World("highway", num_worlds=4)
+    >>> state = world.reset(seed=0)
+    >>> state = world.step()                 # one step, built-in behaviours
+    >>> traj = world.run(600, record=True)   # 600 steps in one kernel call, recorded
+
+Validation happens here, once, at the boundary: actions are checked for shape and finiteness, seeds and
+world indices for range. The kernels trust what they get.
+
+Randomness: each world owns independent numpy streams (initial placement, acceleration noise, arrivals,
+V2V packet loss) seeded from ``SeedSequence(seed)``. A world's rollout is a function of its seed alone:
+not of the number of worlds, the Numba thread count, or whether it was stepped one step at a time or
+with ``run``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from drivediff.errors import ActionError, DrivediffError
+from drivediff.sim import layout as L
+from drivediff.sim.kernels.step import refresh_worlds, step_worlds
+from drivediff.sim.state import (
+    NUM_SPAWN_RANDOMS,
+    Behavior,
+    SimState,
+    alloc_record,
+    alloc_scratch,
+    alloc_state,
+    record_to_dict,
+)
+
+__all__ = ["World"]
+
+_CHUNK_ELEMENTS = 4_000_000  # bound on random numbers drawn per chunk of a long run
+
+
+class _Streams:
+    """Independent random streams of one world."""
+
+    def __init__(self, seed: int):
+        ss = np.random.SeedSequence(seed)
+        init, noise, spawn, loss = ss.spawn(4)
+        self.init = np.random.default_rng(init)
+        self.noise = np.random.default_rng(noise)
+        self.spawn = np.random.default_rng(spawn)
+        self.loss = np.random.default_rng(loss)
+
+
+class World:
+    """B independent worlds of one scenario, stepped by Numba kernels.
+
+    Args:
+        scenario: catalog name, path to a YAML file, ScenarioConfig or CompiledScenario.
+        num_worlds: B.
+        overrides: nested mapping merged into the scenario config (e.g. ``{"controlled": {"count": 4}}``).
+        max_vehicles: vehicle slots per world (default: the scenario's).
+    """
+
+    def __init__(self, scenario="highway", num_worlds: int = 1, overrides: dict | None = None,
+                 max_vehicles: int | None = None):
+        from drivediff.scenarios import get_scenario  # the core uses scenarios only through the loader
+
+        if not isinstance(num_worlds, int | np.integer) or num_worlds < 1:
+            raise DrivediffError(f"num_worlds must be a positive integer, got {num_worlds!r}")
+        self.scenario = get_scenario(scenario, overrides)
+        self.config = self.scenario.config
+        self.road = self.scenario.road
+        self.params = self.scenario.params
+        self.inflow = self.scenario.inflow
+        self.num_worlds = int(num_worlds)
+        self.max_vehicles = int(max_vehicles or self.scenario.max_vehicles)
+        if self.max_vehicles < self.scenario.initial_count:
+            raise DrivediffError(f"max_vehicles={self.max_vehicles} is below the {self.scenario.initial_count} "
+                                 "vehicles the scenario places at reset")
+        self.num_inflows = int(self.inflow.lane.shape[0])
+        self._profile = self.scenario.profile
+        self.state: SimState = alloc_state(self.num_worlds, self.max_vehicles, len(self._profile))
+        self.scratch = alloc_scratch(self.num_worlds, self.max_vehicles, self.road.num_lanes)
+        self._streams: list[_Streams | None] = [None] * self.num_worlds
+        self._seeds = np.full(self.num_worlds, -1, dtype=np.int64)
+        self._zero_actions = np.zeros((self.num_worlds, self.max_vehicles, 2))
+        self._all = np.ones(self.num_worlds, dtype=np.bool_)
+        self._no_record = alloc_record(self.num_worlds, 0, self.max_vehicles)
+        self._is_reset = False
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def dt(self) -> float:
+        return self.params.dt
+
+    @property
+    def time(self) -> np.ndarray:
+        """(B,) episode time of each world [s]."""
+        return self.state.step * self.dt
+
+    @property
+    def num_controlled(self) -> int:
+        """Controlled vehicles per world; they occupy slots 0..num_controlled-1 after reset."""
+        return self.scenario.num_controlled
+
+    @property
+    def seeds(self) -> np.ndarray:
+        return self._seeds.copy()
+
+    def _has_noise(self) -> bool:
+        return bool(np.any(self.state.noise > 0))
+
+    # --------------------------------------------------------------------------------------------- reset
+    def reset(self, seed: int | Sequence[int] | None = None, worlds: Sequence[int] | None = None) -> SimState:
+        """Place the scenario's initial vehicles.
+
+        Args:
+            seed: one seed (world b gets ``seed + b``), one seed per reset world, or None (fresh entropy).
+            worlds: indices of the worlds to reset (default: all). Others keep running untouched.
+        """
+        idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_worlds):
+            raise DrivediffError(f"world indices must be in [0, {self.num_worlds}); got {idx.tolist()}")
+        seeds = self._resolve_seeds(seed, idx)
+        st = self.state
+        for b, s in zip(idx, seeds, strict=True):
+            streams = _Streams(int(s))
+            self._streams[b] = streams
+            self._seeds[b] = s
+            veh = self.scenario.sample(streams.init)
+            self._write_world(int(b), veh)
+        st.profile[idx] = self._profile[None, :]
+        refresh_worlds(self.road.arrays, st.packed, self.scratch, self.params, idx.astype(np.int64))
+        self._is_reset = True
+        return st
+
+    def _resolve_seeds(self, seed, idx: np.ndarray) -> np.ndarray:
+        if seed is None:
+            return np.random.SeedSequence().generate_state(idx.size, dtype=np.uint32).astype(np.int64)
+        if np.ndim(seed) == 0:
+            if not isinstance(seed, int | np.integer) or seed < 0:
+                raise DrivediffError(f"seed must be a non-negative integer, got {seed!r}")
+            return int(seed) + idx
+        seeds = np.asarray(seed)
+        if seeds.shape != idx.shape or not np.issubdtype(seeds.dtype, np.integer) or np.any(seeds < 0):
+            raise DrivediffError(f"seed must be one non-negative integer or one per reset world ({idx.size})")
+        return seeds.astype(np.int64)
+
+    def _write_world(self, b: int, veh: dict[str, np.ndarray]) -> None:
+        st = self.state
+        n = len(veh["lane"])
+        if n > self.max_vehicles:
+            raise DrivediffError(f"the scenario placed {n} vehicles but the world has {self.max_vehicles} slots")
+        fresh = alloc_state(1, self.max_vehicles, st.profile.shape[1])
+        for arr, new in zip(st.packed, fresh.packed, strict=True):
+            arr[b] = new[0]
+        st.next_vid[b] = n
+        for name, arr in veh.items():
+            if name in ("s", "d", "route"):
+                continue
+            getattr(st, name)[b, :n] = arr
+        x, y, yaw = np.zeros(n), np.zeros(n), np.zeros(n)
+        for i in range(n):
+            x[i], y[i], yaw[i] = (float(v) for v in self.road.position(int(veh["lane"][i]), veh["s"][i],
+                                                                        veh["d"][i]))
+        st.x[b, :n] = x
+        st.y[b, :n] = y
+        st.yaw[b, :n] = yaw
+        st.s[b, :n] = veh["s"]
+        st.d[b, :n] = veh["d"]
+        st.target_lane[b, :n] = veh["lane"]
+        st.route[b, :n] = veh["route"]
+        st.valid[b, :n] = True
+        st.vid[b, :n] = np.arange(n)
+
+    # ---------------------------------------------------------------------------------------- randomness
+    def _draw(self, t: int, active: np.ndarray | None = None):
+        """Random inputs for ``t`` steps: noise (B, t, N|0), arrivals (B, t, K, 6), packet loss (B, t, N|0).
+        Worlds not in ``active`` draw nothing, so their streams stay where they are."""
+        b, n, k = self.num_worlds, self.max_vehicles, self.num_inflows
+        noisy = self._has_noise()
+        lossy = self.params.v2v_loss > 0
+        noise = np.zeros((b, t, n if noisy else 0))
+        spawn = np.zeros((b, t, k, NUM_SPAWN_RANDOMS))
+        loss = np.zeros((b, t, n if lossy else 0))
+        for w, streams in enumerate(self._streams):
+            if active is not None and not active[w]:
+                continue
+            if noisy:
+                noise[w] = streams.noise.standard_normal((t, n))
+            if k:
+                spawn[w] = streams.spawn.random((t, k, NUM_SPAWN_RANDOMS))
+            if lossy:
+                loss[w] = streams.loss.random((t, n))
+        return noise, spawn, loss
+
+    # ---------------------------------------------------------------------------------------------- step
+    def _check_reset(self) -> None:
+        if not self._is_reset:
+            raise DrivediffError("call reset() before step() or run()")
+
+    def check_actions(self, actions) -> np.ndarray:
+        """Validate (B, N, 2) [acceleration m/s^2, steering rad] actions; returns a float64 array."""
+        a = np.asarray(actions, dtype=np.float64)
+        want = (self.num_worlds, self.max_vehicles, 2)
+        if a.shape != want:
+            raise ActionError(f"actions must have shape {want} (worlds, vehicle slots, [accel, steer]); "
+                              f"got {a.shape}")
+        bad = ~np.isfinite(a) & (self.state.behavior == Behavior.EXTERNAL)[..., None] & self.state.valid[..., None]
+        if bad.any():
+            w, i, _ = np.argwhere(bad)[0]
+            raise ActionError(f"action of world {w}, vehicle slot {i} is not finite: {a[w, i].tolist()}")
+        return np.where(np.isfinite(a), a, 0.0)
+
+    def step(self, actions=None, active=None) -> SimState:
+        """Advance every (active) world by one step.
+
+        Args:
+            actions: (B, N, 2) acceleration [m/s^2] and steering [rad] of EXTERNAL vehicles; other
+                vehicles ignore theirs. None: zeros.
+            active: (B,) bool, the worlds to advance (default all); inactive worlds draw no randomness.
+        """
+        self._check_reset()
+        acts = self._zero_actions if actions is None else self.check_actions(actions)
+        act = self._all if active is None else np.asarray(active, dtype=np.bool_).reshape(self.num_worlds)
+        noise, spawn, loss = self._draw(1, None if active is None else act)
+        step_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, self.inflow, acts, noise,
+                    spawn, loss, act, 1, self._no_record, False)
+        return self.state
+
+    def run(self, num_steps: int, record: bool = False, actions=None, progress=None) -> dict | None:
+        """Advance all worlds ``num_steps`` steps, one kernel call per chunk of steps.
+
+        Args:
+            num_steps: steps to simulate.
+            record: return the state after every step: a dict of (B, T, N) arrays (``layout.LOG_FIELDS``)
+                plus ``t`` (T,) [s].
+            actions: fixed (B, N, 2) actions for EXTERNAL vehicles (default zeros).
+            progress: optional callable ``progress(steps_done)`` called after each chunk.
+        """
+        self._check_reset()
+        if not isinstance(num_steps, int | np.integer) or num_steps < 0:
+            raise DrivediffError(f"num_steps must be a non-negative integer, got {num_steps!r}")
+        acts = self._zero_actions if actions is None else self.check_actions(actions)
+        per_step = self.num_worlds * max(1, self.max_vehicles, self.num_inflows * NUM_SPAWN_RANDOMS)
+        chunk = max(1, min(num_steps, _CHUNK_ELEMENTS // per_step, 2048))
+        parts = []
+        t0 = int(self.state.step[0])
+        done = 0
+        while done < num_steps:
+            t = min(chunk, num_steps - done)
+            noise, spawn, loss = self._draw(t)
+            rec = alloc_record(self.num_worlds, t, self.max_vehicles) if record else self._no_record
+            step_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, self.inflow, acts,
+                        noise, spawn, loss, self._all, t, rec, record)
+            if record:
+                parts.append(record_to_dict(rec))
+            done += t
+            if progress is not None:
+                progress(done)
+        if not record:
+            return None
+        if parts:
+            result = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+        else:
+            empty = record_to_dict(alloc_record(self.num_worlds, 0, self.max_vehicles))
+            result = empty
+        result["t"] = (t0 + 1 + np.arange(num_steps)) * self.dt
+        return result
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def refresh(self, worlds=None) -> SimState:
+        """Recompute collision and off-road flags, the occupancy index and the leader/gap/TTC metrics
+        after editing ``state`` by hand (positions, lanes, validity)."""
+        self._check_reset()
+        idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
+        refresh_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, idx.astype(np.int64))
+        return self.state
+
+    def snapshot(self, b: int = 0) -> dict[str, np.ndarray]:
+        """The current state of world b as (1, N) arrays of the log fields (for recording step by step)."""
+        return {name: getattr(self.state, name)[b][None].copy() for name in L.LOG_FIELDS}
+
+    def set_behavior(self, behavior: Behavior, slots, worlds=None) -> None:
+        """Switch how the given vehicle slots are driven (e.g. controlled vehicles to EXTERNAL)."""
+        w = slice(None) if worlds is None else np.asarray(worlds)
+        self.state.behavior[w, slots] = int(behavior)
+        if behavior in (Behavior.EXTERNAL, Behavior.META):
+            self.state.target_lane[w, slots] = self.state.lane[w, slots]
+
+    def summary(self, b: int = 0) -> dict:
+        st = self.state
+        v = st.valid[b]
+        return dict(step=int(st.step[b]), time=float(st.step[b] * self.dt), vehicles=int(v.sum()),
+                    collided=int(st.collided[b][v].sum()), offroad=int(st.offroad[b][v].sum()),
+                    mean_speed=float(st.speed[b][v].mean()) if v.any() else math.nan)
+

@@ -1,0 +1,124 @@
+"""Scenario files: the catalog loads; malformed or hostile files give errors naming file and field."""
+
+import textwrap
+
+import pytest
+from drivediff.scenarios import catalog_names, compile_scenario, get_scenario, load_scenario
+from drivediff.scenarios.loader import parse_set_options
+
+from drivediff.errors import ScenarioError
+
+EXPECTED = {"highway", "merge", "intersection", "roundabout", "ring", "platoon", "cut-in", "lead-braking"}
+
+
+def test_catalog_has_every_scenario_and_each_compiles():
+    assert EXPECTED <= set(catalog_names())
+    for name in catalog_names():
+        sc = get_scenario(name)
+        assert sc.config.name == name
+        assert sc.road.num_lanes > 0 and sc.max_vehicles >= sc.initial_count > 0
+
+
+def test_catalog_values_follow_the_references():
+    hw = load_scenario("highway")
+    assert (hw.road.lanes, hw.traffic.count, hw.controlled.count) == (4, 50, 1)
+    assert hw.dt == pytest.approx(1 / 15)
+    assert hw.traffic.idm.time_gap == 1.5 and hw.traffic.idm.a == 3.0 and hw.traffic.idm.b == 5.0
+    assert hw.traffic.idm.delta == (3.5, 4.5) and hw.traffic.mobil.min_gain == 0.2
+    ring = load_scenario("ring")
+    assert ring.traffic.count == 22 and ring.road.length == 230
+    assert (ring.traffic.idm.a, ring.traffic.idm.b, ring.traffic.idm.s0, ring.traffic.idm.noise) == (1, 1.5, 2, 0.2)
+
+
+def write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+GOOD = """
+name: t
+road: {type: highway, lanes: 2, length: 500}
+traffic: {count: 3}
+"""
+
+
+def test_overrides_and_set_options(tmp_path):
+    p = write(tmp_path, GOOD)
+    cfg = load_scenario(p, overrides=parse_set_options(["traffic.count=5", "road.lanes=3", "traffic.speed=[10, 12]"]))
+    assert cfg.traffic.count == 5 and cfg.road.lanes == 3 and cfg.traffic.speed == (10.0, 12.0)
+
+
+@pytest.mark.parametrize("text, fragments", [
+    (GOOD + "colour: red\n", ["colour", "unknown field"]),
+    ("name: t\nroad: {type: highway, lanes: many}\n", ["road.highway.lanes", "valid integer", "'many'"]),
+    ("name: t\nroad: {type: highway, lanes: 12}\n", ["road.highway.lanes", "less than or equal to 8"]),
+    ("name: t\nroad: {type: motorway}\n", ["road", "does not match any of the expected tags", "highway"]),
+    ("name: t\nroad: {type: highway}\ntraffic: {speed: [30, 10]}\n", ["traffic.speed", "above high"]),
+    ("name: t\nroad: {type: highway}\ntraffic: {idm: {time_gap: -1}}\n", ["traffic.idm.time_gap", "greater than 0"]),
+    ("name: t\nroad: {type: highway}\ndt: 0\n", ["dt", "greater than 0.001"]),
+    ("road: {type: highway}\n", ["name", "Field required"]),
+    ("name: t\nroad: {type: highway}\nvehicles: [{lane: lane0, s: 10, behavior: flying}]\n",
+     ["vehicles.0.behavior", "'idm'", "'controlled'"]),
+])
+def test_invalid_fields_name_file_field_and_rule(tmp_path, text, fragments):
+    p = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(p)
+    msg = str(e.value)
+    assert str(p) in msg
+    for frag in fragments:
+        assert frag in msg, msg
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: t\nroad: {type: highway, lanes: 2}\nvehicles: [{lane: nowhere, s: 10}]\n", "no lane named 'nowhere'"),
+    ("name: t\nroad: {type: highway, lanes: 2}\nvehicles: [{lane: lane0, s: 9000}]\n", "outside lane 'lane0'"),
+    ("name: t\nroad: {type: highway}\ninflows: [{lane: lane9, rate: 100}]\n", "no lane named 'lane9'"),
+    ("name: t\nroad: {type: intersection}\nvehicles: [{lane: in_w, s: 10, route: [out_e]}]\n",
+     "does not follow 'in_w'"),
+    ("name: t\nroad: {type: highway}\ntraffic: {count: 2, spawn: [ramp]}\n", "unknown spawn area 'ramp'"),
+    ("name: t\nroad: {type: highway}\nvehicles: [{lane: lane0, s: 10, behavior: profile}]\n", "no 'profile'"),
+])
+def test_cross_reference_errors(tmp_path, text, fragment):
+    p = write(tmp_path, text)
+    with pytest.raises(ScenarioError, match=fragment):
+        compile_scenario(load_scenario(p), str(p))
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("- just\n- a list\n", "top level must be a mapping"),
+    ("name: [unclosed\n", "invalid YAML (line"),
+    ("", "top level must be a mapping"),
+    ("!!python/object/apply:os.system ['echo pwned']\n", "invalid YAML"),
+])
+def test_hostile_or_broken_yaml(tmp_path, content, fragment):
+    p = write(tmp_path, content)
+    with pytest.raises(ScenarioError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+        load_scenario(p)
+
+
+def test_alias_bomb_and_huge_files_are_refused(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for k in range(1, 9):
+        bomb += f"{chr(97 + k)}: &{chr(97 + k)} [*{chr(96 + k)}, *{chr(96 + k)}, *{chr(96 + k)}, *{chr(96 + k)}, " \
+                f"*{chr(96 + k)}, *{chr(96 + k)}, *{chr(96 + k)}, *{chr(96 + k)}, *{chr(96 + k)}, *{chr(96 + k)}]\n"
+    with pytest.raises(ScenarioError, match="too many nodes"):
+        load_scenario(write(tmp_path, bomb))
+    big = tmp_path / "big.yaml"
+    big.write_text("name: t\n" + "# " + "x" * 1_100_000 + "\n")
+    with pytest.raises(ScenarioError, match="limited to 1 MB"):
+        load_scenario(big)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 10)
+    with pytest.raises(ScenarioError, match="not a UTF-8"):
+        load_scenario(binary)
+
+
+def test_unknown_names_and_missing_files():
+    with pytest.raises(ScenarioError, match="unknown scenario 'nope'.*highway"):
+        load_scenario("nope")
+    with pytest.raises(ScenarioError, match="not found"):
+        load_scenario("missing/file.yaml")
+    with pytest.raises(ScenarioError, match="KEY=VALUE"):
+        parse_set_options(["traffic.count"])

@@ -1,0 +1,71 @@
+"""The drivediff command: exit codes, messages, files. Run in a subprocess, as users run it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from drivediff.sim.log import read_log
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "drivediff.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=dict(os.environ, COLUMNS="200"))
+
+
+def test_help_and_scenarios():
+    out = run("--help")
+    assert out.returncode == 0 and "simulate" in out.stdout and "bench" in out.stdout
+    out = run("scenarios")
+    assert out.returncode == 0
+    for name in ("highway", "merge", "intersection", "roundabout", "ring", "platoon", "cut-in", "lead-braking"):
+        assert name in out.stdout
+
+
+def test_simulate_writes_a_log_and_prints_a_summary(tmp_path):
+    out = run("simulate", "intersection", "--seed", "2", "--steps", "150", "--log", str(tmp_path / "ep"))
+    assert out.returncode == 0, out.stderr
+    for word in ("collisions", "off-road events", "mean speed", "wall time", "vehicles"):
+        assert word in out.stdout
+    log = read_log(tmp_path / "ep.npz")
+    assert log.num_steps == 151 and log.meta["seed"] == 2 and log.meta["scenario"] == "intersection"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("simulate", "nope"), "unknown scenario 'nope'"),
+    (("simulate", "merge", "--set", "traffic.count=lots"), "traffic.count"),
+    (("simulate", "merge", "--set", "traffic.colour=red"), "unknown field"),
+    (("simulate", "missing/dir/x.yaml"), "not found"),
+    (("simulate", "merge", "--steps", "5", "--duration", "3"), "not both"),
+])
+def test_bad_input_exits_nonzero_without_traceback(args, fragment):
+    out = run(*args)
+    assert out.returncode == 2
+    assert fragment in out.stderr
+    assert "Traceback" not in out.stderr and "Traceback" not in out.stdout
+
+
+def test_bad_scenario_file(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nroad: {type: highway, lanes: 99}\n")
+    out = run("simulate", str(p))
+    assert out.returncode == 2 and str(p) in out.stderr and "road.highway.lanes" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unwritable_log_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run("simulate", "ring", "--steps", "5", "--log", str(blocker / "sub" / "ep.npz"))
+    assert out.returncode == 2 and "cannot write" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bench_sim_json_quick():
+    out = run("bench", "sim", "--quick", "--json", "--no-highway-env")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["highway_v0"]["drivediff_vehicle_steps_per_s"] > 0
+    assert [r["vehicles"] for r in res["scaling"]] == [11, 101]
+    assert res["start"]["warm_s"] > 0
