@@ -140,6 +140,28 @@ def _heads_to(road, w, j, lane, target):
 
 
 @kernel
+def _scan(road, w, occ, prm, i, lane, s_lo, s_hi, to_conflict, heading_to, ctx, best_gap, best_v):
+    """Judge the vehicles with an entry on ``lane`` between ``s_lo`` and ``s_hi``; a vehicle at s is
+    ``to_conflict - s`` from the conflict point. With ``heading_to >= 0``, only vehicles whose next lane
+    is ``heading_to`` count. Returns the tighter of (best_gap, best_v) and what they impose."""
+    kind, yc, dist_c, half_m, front_to_zone, ego_stop, t_clear, entered, first_stop = ctx
+    k = entry_after(occ, lane, s_lo, -1)
+    if k < 0:
+        return best_gap, best_v
+    end = occ.start[lane + 1]
+    while k < end and occ.s[k] <= s_hi:
+        j = occ.veh[k]
+        if j != i and (heading_to < 0 or _heads_to(road, w, j, lane, heading_to)):
+            g, vv = _judge(prm, w.f, w.iv, i, j, kind, yc, dist_c, to_conflict - occ.s[k], half_m, front_to_zone,
+                           ego_stop, t_clear, entered, first_stop)
+            if g < best_gap:
+                best_gap = g
+                best_v = vv
+        k += 1
+    return best_gap, best_v
+
+
+@kernel
 def yield_constraint(road, w, occ, prm, i):
     """Tightest yielding constraint on vehicle i: (bumper gap to stop point / virtual leader, its speed)."""
     f = w.f
@@ -180,20 +202,10 @@ def yield_constraint(road, w, occ, prm, i):
             else:
                 t_clear = time_to_cover(max(dist_c + hl, 0.0), v, f[A_COMF, i])
             lookback = min(20.0 + 20.0 * (t_clear + prm.gap_accept), 150.0)
-            # vehicles on the conflicting lane itself
-            k = entry_after(occ, mo, s_m - lookback, -1)
-            if k >= 0:
-                end = occ.start[mo + 1]
-                while k < end and occ.s[k] <= s_m + half_m + 4.0:
-                    j = occ.veh[k]
-                    if j != i:
-                        g, vv = _judge(prm, f, w.iv, i, j, kind, yc, dist_c, s_m - occ.s[k], half_m, front_to_zone,
-                                       ego_stop, t_clear, entered, first_stop)
-                        if g < best_gap:
-                            best_gap = g
-                            best_v = vv
-                    k += 1
-            # vehicles one and two lanes back, heading onto the conflicting lane
+            ctx = (kind, yc, dist_c, half_m, front_to_zone, ego_stop, t_clear, entered, first_stop)
+            # vehicles on the conflicting lane itself, then one and two lanes back heading onto it
+            best_gap, best_v = _scan(road, w, occ, prm, i, mo, s_m - lookback, s_m + half_m + 4.0, s_m, -1, ctx,
+                                     best_gap, best_v)
             reach = lookback - s_m
             if reach <= 0.0:
                 continue
@@ -202,39 +214,15 @@ def yield_constraint(road, w, occ, prm, i):
                 if p == mo or p == cur:
                     continue
                 lp = road.lane_f[p, L_LEN]
-                k = entry_after(occ, p, lp - reach, -1)
-                if k >= 0:
-                    end = occ.start[p + 1]
-                    while k < end:
-                        j = occ.veh[k]
-                        if j != i and _heads_to(road, w, j, p, mo):
-                            g, vv = _judge(prm, f, w.iv, i, j, kind, yc, dist_c, s_m + lp - occ.s[k], half_m,
-                                           front_to_zone, ego_stop, t_clear, entered, first_stop)
-                            if g < best_gap:
-                                best_gap = g
-                                best_v = vv
-                        k += 1
-                reach2 = reach - lp
-                if reach2 <= 0.0:
-                    continue
+                best_gap, best_v = _scan(road, w, occ, prm, i, p, lp - reach, math.inf, s_m + lp, mo, ctx, best_gap,
+                                         best_v)
                 for q2 in range(road.lane_i[p, L_PRED], road.lane_i[p + 1, L_PRED]):
                     pp = road.links[q2]
-                    if pp == p or pp == mo or pp == cur:
+                    if reach - lp <= 0.0 or pp == p or pp == mo or pp == cur:
                         continue
                     lpp = road.lane_f[pp, L_LEN]
-                    k = entry_after(occ, pp, lpp - reach2, -1)
-                    if k < 0:
-                        continue
-                    end = occ.start[pp + 1]
-                    while k < end:
-                        j = occ.veh[k]
-                        if j != i and _heads_to(road, w, j, pp, p):
-                            g, vv = _judge(prm, f, w.iv, i, j, kind, yc, dist_c, s_m + lp + lpp - occ.s[k], half_m,
-                                           front_to_zone, ego_stop, t_clear, entered, first_stop)
-                            if g < best_gap:
-                                best_gap = g
-                                best_v = vv
-                        k += 1
+                    best_gap, best_v = _scan(road, w, occ, prm, i, pp, lpp - (reach - lp), math.inf,
+                                             s_m + lp + lpp, p, ctx, best_gap, best_v)
         off += road.lane_f[cur, L_LEN]
         if off > look:
             break
