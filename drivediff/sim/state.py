@@ -43,20 +43,21 @@ class SimState:
 
     Packed arrays (what kernels receive):
         f: (B, NF, N) float64, iv: (B, NI, N) int64, m: (B, NM, N) bool, route: (B, N, R) int64,
-        wi: (B, NW) int64, profile: (B, P) float64.
+        wi: (B, NW) int64, profile: (B, P) float64, v2v: (B, D, N) float64 ring buffer of the commands
+        each vehicle broadcast in the last D steps (D = V2V delay in steps + 1).
 
     Named (B, N) views, one per field of ``layout.FLOAT_FIELDS``, ``INT_FIELDS`` and ``FLAG_FIELDS``
     (units there), plus ``step`` and ``next_vid`` (B,).
     """
 
-    __slots__ = ("f", "iv", "m", "route", "wi", "profile")
+    __slots__ = ("f", "iv", "m", "route", "wi", "profile", "v2v")
 
-    def __init__(self, f, iv, m, route, wi, profile):
-        self.f, self.iv, self.m, self.route, self.wi, self.profile = f, iv, m, route, wi, profile
+    def __init__(self, f, iv, m, route, wi, profile, v2v):
+        self.f, self.iv, self.m, self.route, self.wi, self.profile, self.v2v = f, iv, m, route, wi, profile, v2v
 
     @property
     def packed(self) -> tuple:
-        return (self.f, self.iv, self.m, self.route, self.wi, self.profile)
+        return (self.f, self.iv, self.m, self.route, self.wi, self.profile, self.v2v)
 
     @property
     def num_worlds(self) -> int:
@@ -123,6 +124,7 @@ class SimParams(NamedTuple):
     lookahead: float = 150.0  # leader search distance [m]
     offroad_tol: float = 0.1  # box corner this far outside the drivable area counts as off-road [m]
     v2v_loss: float = 0.0  # CACC: probability that a V2V packet is lost in a step
+    v2v_delay_steps: int = 0  # CACC: V2V delay in steps (beyond the one-step beacon period)
 
 
 class Inflow(NamedTuple):
@@ -178,7 +180,7 @@ def record_to_dict(rec: Record) -> dict[str, np.ndarray]:
     return out
 
 
-def alloc_state(num_worlds: int, max_vehicles: int, profile_len: int = 1) -> SimState:
+def alloc_state(num_worlds: int, max_vehicles: int, profile_len: int = 1, v2v_delay_steps: int = 0) -> SimState:
     """A state with every slot empty."""
     b, n = num_worlds, max_vehicles
     f = np.zeros((b, L.NF, n))
@@ -194,7 +196,8 @@ def alloc_state(num_worlds: int, max_vehicles: int, profile_len: int = 1) -> Sim
     route = np.full((b, n, ROUTE_LEN), -1, dtype=np.int64)
     wi = np.zeros((b, L.NW), dtype=np.int64)
     profile = np.zeros((b, max(1, profile_len)))
-    return SimState(f, iv, m, route, wi, profile)
+    v2v = np.zeros((b, v2v_delay_steps + 1, n))
+    return SimState(f, iv, m, route, wi, profile, v2v)
 
 
 def alloc_scratch(num_worlds: int, max_vehicles: int, num_lanes: int) -> Scratch:

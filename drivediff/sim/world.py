@@ -80,7 +80,8 @@ class World:
                                  "vehicles the scenario places at reset")
         self.num_inflows = int(self.inflow.lane.shape[0])
         self._profile = self.scenario.profile
-        self.state: SimState = alloc_state(self.num_worlds, self.max_vehicles, len(self._profile))
+        self.state: SimState = alloc_state(self.num_worlds, self.max_vehicles, len(self._profile),
+                                           self.params.v2v_delay_steps)
         self.scratch = alloc_scratch(self.num_worlds, self.max_vehicles, self.road.num_lanes)
         self._streams: list[_Streams | None] = [None] * self.num_worlds
         self._seeds = np.full(self.num_worlds, -1, dtype=np.int64)
@@ -152,7 +153,7 @@ class World:
         n = len(veh["lane"])
         if n > self.max_vehicles:
             raise DrivediffError(f"the scenario placed {n} vehicles but the world has {self.max_vehicles} slots")
-        fresh = alloc_state(1, self.max_vehicles, st.profile.shape[1])
+        fresh = alloc_state(1, self.max_vehicles, st.profile.shape[1], self.params.v2v_delay_steps)
         for arr, new in zip(st.packed, fresh.packed, strict=True):
             arr[b] = new[0]
         st.next_vid[b] = n

@@ -796,7 +796,7 @@ def _remove(w, i):
 def _views(st, sc, b):
     """World b's views. Compiled without NRT: call only from NRT-free kernels (an NRT caller would
     release references it never took)."""
-    w = WorldView(st[0][b], st[1][b], st[2][b], st[3][b], st[4][b], st[5][b])
+    w = WorldView(st[0][b], st[1][b], st[2][b], st[3][b], st[4][b], st[5][b], st[6][b])
     occ = Occupancy(sc.occ_s[b], sc.occ_veh[b], sc.occ_start[b])
     return w, occ
 
@@ -808,17 +808,26 @@ def _refresh(road, w, occ, prm, sc, b):
 
 
 @kernel
-def _v2v_receive(w, prm, loss_u):
-    """CACC vehicles receive their predecessor's command unless the packet is lost (then hold the last)."""
+def _v2v_exchange(w, prm, loss_u):
+    """V2V: every vehicle broadcasts its command (a CACC vehicle its controller state u, others their
+    realised acceleration); each CACC vehicle receives its predecessor's broadcast of ``v2v_delay_steps``
+    steps ago, unless the packet is lost, in which case it keeps the last one received."""
     f, iv, m = w.f, w.iv, w.m
-    has_loss = loss_u.shape[0] == f.shape[1]
-    for i in range(f.shape[1]):
+    n = f.shape[1]
+    depth = w.v2v.shape[0]
+    step = w.wi[STEP]
+    now = step % depth
+    old = (step - prm.v2v_delay_steps) % depth
+    for i in range(n):
+        w.v2v[now, i] = f[CC_CMD, i] if iv[BEHAVIOR, i] == CACC else f[ACCEL, i]
+    has_loss = loss_u.shape[0] == n
+    for i in range(n):
         if m[VALID, i] and iv[BEHAVIOR, i] == CACC:
             j = iv[LEADER, i]
             if j < 0:
                 f[CC_PRED_ACCEL, i] = 0.0
             elif not has_loss or loss_u[i] >= prm.v2v_loss:
-                f[CC_PRED_ACCEL, i] = f[CC_CMD, j] if iv[BEHAVIOR, j] == CACC else f[ACCEL, j]
+                f[CC_PRED_ACCEL, i] = w.v2v[old, j] if step >= prm.v2v_delay_steps else 0.0
 
 
 @kernel
@@ -855,7 +864,7 @@ def step_world(road, st, sc, prm, inflow, b, actions, noise, spawn_u, loss_u):
     """
     w, occ = _views(st, sc, b)
     has_conflicts = road.conf_i.shape[0] > 0
-    _v2v_receive(w, prm, loss_u)
+    _v2v_exchange(w, prm, loss_u)
     decide_all(road, w, occ, prm, actions, noise, sc.dec[b], has_conflicts)
     integrate_all(road, w, prm, sc.dec[b])
     w.wi[STEP] += 1

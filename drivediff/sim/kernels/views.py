@@ -16,6 +16,7 @@ class WorldView(NamedTuple):
     route: np.ndarray  # (N, R) int64
     wi: np.ndarray  # (NW,) int64
     prof: np.ndarray  # (P,) float64
+    v2v: np.ndarray  # (D, N) float64 commands broadcast in the last D steps
 
 
 class Occupancy(NamedTuple):
