@@ -105,7 +105,8 @@ class CompiledScenario:
         c = self.config
         return SimParams(dt=c.dt, v_min=-40.0 if c.sim.allow_reverse else 0.0, a_min=-c.sim.max_brake,
                          a_max=c.sim.max_accel, center_gap=c.sim.center_gap, offroad_tol=c.sim.offroad_tol,
-                         v2v_loss=c.sim.v2v_loss, v2v_delay_steps=int(round(c.sim.v2v_delay / c.dt)))
+                         v2v_loss=c.sim.v2v_loss, v2v_delay_steps=int(round(c.sim.v2v_delay / c.dt)),
+                         reserved_slots=self.num_controlled)
 
     @cached_property
     def num_controlled(self) -> int:

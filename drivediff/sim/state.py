@@ -125,6 +125,7 @@ class SimParams(NamedTuple):
     offroad_tol: float = 0.1  # box corner this far outside the drivable area counts as off-road [m]
     v2v_loss: float = 0.0  # CACC: probability that a V2V packet is lost in a step
     v2v_delay_steps: int = 0  # CACC: V2V delay in steps (beyond the one-step beacon period)
+    reserved_slots: int = 0  # slots 0..reserved-1 belong to controlled vehicles; inflows never reuse them
 
 
 class Inflow(NamedTuple):

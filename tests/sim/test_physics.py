@@ -151,3 +151,14 @@ def test_minor_road_vehicle_yields_at_the_intersection():
     # the major-road vehicle crosses first, the minor-road one after it has left
     assert in_junction[0][0] < in_junction[1][0]
     assert rec["speed"][0, :, 1].min() < 3.0 and rec["speed"][0, :, 0].min() > 9.0
+
+
+def test_inflows_never_reuse_the_controlled_vehicles_slots():
+    w = World("intersection", num_worlds=2, overrides={"controlled": {"count": 2}})
+    w.reset(seed=4)
+    rec = w.run(1500, record=True)
+    vid = rec["vid"][:, :, :2]
+    # each controlled slot holds its original vehicle (ids 0, 1) until it leaves the road, then stays empty
+    assert set(np.unique(vid[:, :, 0])) <= {0, -1} and set(np.unique(vid[:, :, 1])) <= {1, -1}
+    assert (vid == -1).any()  # at least one agent reached the end of its route and left
+    assert (rec["vid"][:, :, 2:] > 1).any()  # while inflows kept spawning into other slots

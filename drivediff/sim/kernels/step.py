@@ -663,7 +663,7 @@ def spawn_inflow(road, w, occ, prm, inflow, u):
             if speed > v_gap:
                 speed = min(v_gap, max(f[SPEED, near], 0.5 * fin[k, IN_SPEED_LO]))
         slot = -1
-        for i in range(n):
+        for i in range(prm.reserved_slots, n):  # agents' slots stay theirs after they leave
             if not m[VALID, i]:
                 slot = i
                 break
