@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -59,8 +60,13 @@ def simulate_cmd(
     log: Path = typer.Option(None, help="write the episode log (.npz) here"),
     set_: list[str] = typer.Option([], "--set", help="override a scenario field, e.g. controlled.count=4"),
     render: bool = typer.Option(False, help="show the run live in a window"),
+    policy: str = typer.Option("idm", help="who drives the controlled vehicles: idm | diffusion"),
+    checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
+    mode: str = typer.Option("decentralized", help="diffusion planner: decentralized | centralized | communication"),
+    sampling_steps: int = typer.Option(10, min=1, help="diffusion planner: denoising steps"),
+    candidates: int = typer.Option(4, min=1, help="diffusion planner: candidate plans per query"),
 ):
-    """Run a scenario with its default policies and print a summary."""
+    """Run a scenario and print a summary (controlled vehicles driven by --policy)."""
     from drivediff.scenarios import parse_set_options
     from drivediff.sim import World
     from drivediff.sim.log import EpisodeLog, write_log
@@ -72,43 +78,71 @@ def simulate_cmd(
     n = steps if steps is not None else (int(round(duration / world.dt)) if duration is not None
                                           else world.scenario.num_steps)
     world.reset(seed=seed)
+    pol = _make_policy(policy, checkpoint, mode, sampling_steps, candidates, record=log is not None, seed=seed)
     initial = world.snapshot(0)
     t0 = time.perf_counter()
     if render:
-        rec = _run_rendered(world, n)
+        rec = _run_rendered(world, n, pol)
+    elif pol is not None:
+        from drivediff.agents.rollout import run_policy
+
+        pol.reset(world)
+        rec = _with_progress(n, lambda cb: run_policy(world, pol, n, progress=cb))
     else:
-        rec = _run_with_progress(world, n)
+        rec = _with_progress(n, lambda cb: world.run(n, record=True, progress=cb))
     wall = time.perf_counter() - t0
     summary = episode_summary({k: rec[k][0] for k in rec if k != "t"}, world.dt)
-    summary.update(scenario=world.config.name, seed=seed, wall_s=wall,
+    summary.update(scenario=world.config.name, seed=seed, wall_s=wall, policy=policy,
                    steps_per_s=n / wall if wall > 0 else float("inf"))
+    if pol is not None and getattr(pol, "latencies", None):
+        lat = np.asarray(pol.latencies) * 1000
+        summary["planning_ms"] = (float(lat.mean()), float(np.percentile(lat, 95)))
     if log is not None:
         meta = dict(scenario=world.config.name, source=world.scenario.source, seed=seed, dt=world.dt,
-                    policy="idm")
+                    policy=policy, mode=mode if policy == "diffusion" else None)
+        ep = EpisodeLog.from_recording(rec, 0, world.road, meta, initial=initial)
+        if pol is not None:
+            from drivediff.agents.rollout import plan_extras
+
+            ep.extras.update(plan_extras(pol, ep.t, world.dt, 0, ep.num_slots))
         try:
-            path = write_log(log, EpisodeLog.from_recording(rec, 0, world.road, meta, initial=initial))
+            path = write_log(log, ep)
         except OSError as e:
             _fail(f"cannot write the log to {log}: {e.strerror or e}")
         summary["log"] = str(path)
     _print_summary(summary)
 
 
-def _run_with_progress(world, n: int) -> dict:
+def _make_policy(name, checkpoint, mode, sampling_steps, candidates, record, seed):
+    if name == "idm":
+        return None  # the controlled vehicles keep their in-kernel IDM/MOBIL (fastest: World.run)
+    from drivediff.agents import make_policy
+    from drivediff.planner.sampler import SamplerConfig
+
+    return make_policy(name, checkpoint=checkpoint, mode=mode, record=record, seed=seed,
+                       sampler=SamplerConfig(steps=sampling_steps, candidates=candidates))
+
+
+def _with_progress(n: int, run):
     from rich.progress import Progress
 
     with Progress(console=err_console, transient=True) as prog:
         task = prog.add_task("simulating", total=n)
-        return world.run(n, record=True, progress=lambda done: prog.update(task, completed=done))
+        return run(lambda done: prog.update(task, completed=done))
 
 
-def _run_rendered(world, n: int) -> dict:
+def _run_rendered(world, n: int, policy=None) -> dict:
     from drivediff.render.live import run_live  # pygame only when asked for
 
+    if policy is not None:
+        policy.reset(world)
+        return run_live(world, n, policy=policy)
     return run_live(world, n)
 
 
 def _print_summary(summary: dict) -> None:
-    table = Table(title=f"{summary['scenario']} (seed {summary['seed']})", show_header=False)
+    table = Table(title=f"{summary['scenario']} (seed {summary['seed']}, policy {summary['policy']})",
+                  show_header=False)
     rows = [
         ("steps", f"{summary['steps']} ({summary['duration_s']:.1f} s simulated)"),
         ("vehicles", f"{summary['vehicles_max']} at most at once, {summary['vehicles_total']} in total"),
@@ -118,11 +152,71 @@ def _print_summary(summary: dict) -> None:
         ("distance driven", f"{summary['distance_km']:.2f} vehicle-km"),
         ("wall time", f"{summary['wall_s']:.3f} s ({summary['steps_per_s']:.0f} steps/s)"),
     ]
+    if "planning_ms" in summary:
+        mean, p95 = summary["planning_ms"]
+        rows.append(("planning latency", f"mean {mean:.1f} ms, p95 {p95:.1f} ms per replanning"))
     if "log" in summary:
         rows.append(("log", summary["log"]))
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+
+
+@app.command("collect")
+def collect_cmd(
+    scenarios: list[str] = typer.Argument(None, help="catalog names or files (default: the planner's training set)"),
+    episodes: int = typer.Option(10, min=1, help="episodes per scenario (each runs --worlds worlds)"),
+    out: Path = typer.Option(..., help="output folder for the shards"),
+    seed: int = typer.Option(0, min=0),
+    worlds: int = typer.Option(4, min=1, help="worlds per episode"),
+):
+    """Roll out expert traffic and write training windows (resumable: existing shards are kept)."""
+    from rich.progress import Progress
+
+    from drivediff.planner.data import DEFAULT_SCENARIOS, collect
+    from drivediff.scenarios import get_scenario
+
+    names = list(scenarios) if scenarios else list(DEFAULT_SCENARIOS)
+    for name in names:
+        get_scenario(name)  # fail early on a bad name or file
+    with Progress(console=err_console) as prog:
+        task = prog.add_task("collecting", total=len(names) * episodes)
+        paths = collect(names, episodes, out, seed=seed, num_worlds=worlds,
+                        progress=lambda done, total, sc: prog.update(task, completed=done, description=sc))
+    import numpy as _np
+
+    count = 0
+    for p in paths:
+        with _np.load(p) as z:
+            count += len(z["fut_ctrl"])
+    console.print(f"{len(paths)} shards, {count} training windows in {out}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., help="folder of shards written by `drivediff collect`"),
+    out: Path = typer.Option(..., help="checkpoint to write (resumes from OUT.train-state.pt if present)"),
+    device: str = typer.Option("auto", help="cpu | cuda | auto"),
+    steps: int = typer.Option(6000, min=1, help="optimisation steps"),
+    minutes: float = typer.Option(9.0, min=0.0, help="wall-clock budget (whichever ends first)"),
+    batch_size: int = typer.Option(256, min=1),
+    lr: float = typer.Option(1e-3, min=0.0),
+    seed: int = typer.Option(0, min=0),
+):
+    """Train the diffusion planner (single process, or under torchrun for DDP)."""
+    from rich.progress import Progress
+
+    from drivediff.planner.train import TrainConfig, train
+
+    tcfg = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, seed=seed)
+    with Progress(console=err_console) as prog:
+        task = prog.add_task("training", total=steps)
+        res = train(data, out, tcfg=tcfg, device=device,
+                    progress=lambda k, total, loss: prog.update(task, completed=k,
+                                                                description=f"training (loss {loss:.4f})"))
+    if res["rank"] == 0:
+        console.print(f"trained {res['steps']} steps in {res['seconds']:.0f} s on {res['windows']} windows "
+                      f"({res['parameters']} parameters), final loss {res['loss']:.4f} -> {res['checkpoint']}")
 
 
 @bench_app.command("sim")
@@ -142,6 +236,35 @@ def bench_sim_cmd(
         from drivediff.experiments.bench import print_sim_bench
 
         print_sim_bench(results, console)
+
+
+@app.command("replay")
+def replay_cmd(
+    log: Path = typer.Argument(..., help="episode log (.npz) from simulate, an environment or an experiment"),
+    export: str = typer.Option(None, help="render every frame without a window: out.mp4, out.gif or DIR/ (PNGs)"),
+    fps: float = typer.Option(None, help="export: frames/s (default: the log's rate); viewer: refresh rate (60)"),
+    size: str = typer.Option("1280x720", help="frame / window size WIDTHxHEIGHT"),
+):
+    """Open the scenario replay viewer on an episode log, or export it headlessly."""
+    # export stays a str: a trailing "/" marks a folder of PNG frames, which Path would drop
+    from drivediff.render.cli import parse_size, replay
+
+    raise typer.Exit(replay(log, export=export, fps=fps, size=parse_size(size), console=err_console))
+
+
+@bench_app.command("render")
+def bench_render_cmd(
+    json_out: bool = typer.Option(False, "--json", help="print machine-readable JSON only"),
+    quick: bool = typer.Option(False, help="60 steps instead of 400 (smoke test)"),
+):
+    """Rendering and export speed (1280x720, 100 vehicles, trails; a 40 s episode to MP4/GIF)."""
+    from drivediff.render.bench import print_render_bench, run_render_bench
+
+    results = run_render_bench(quick=quick)
+    if json_out:
+        print(json.dumps(results, indent=2))
+    else:
+        print_render_bench(results, console)
 
 
 @app.command("demo")

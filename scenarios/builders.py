@@ -120,6 +120,9 @@ def merge(cfg: MergeRoad) -> BuiltRoad:
     li = road.lane_index
     spawn = {
         "highway": [SpawnLane(li(f"main{k}_a"), 10.0, cfg.before - 10.0) for k in range(cfg.lanes)],
+        "main": [SpawnLane(li(f"main{k}_{seg}"), 5.0, (x1 - x0 if seg == "a" else (x2 - x1 if seg == "b" else
+                                                                             x3 - x2)) - 5.0)
+                 for k in range(cfg.lanes) for seg in ("a", "b", "c")],
         "ramp": [SpawnLane(li("ramp_a"), 10.0, cfg.ramp_length - 10.0)],
     }
     return BuiltRoad(road, spawn)  # no branches: every lane continues on its default successor

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from drivediff._version import __version__
 from drivediff.errors import LogError
+from drivediff.io import atomic_write
 from drivediff.sim import layout as L
 from drivediff.sim.road import Road, RoadArrays
 
@@ -79,7 +79,6 @@ def write_log(path: str | os.PathLike, log: EpisodeLog) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(log.meta)
     meta.setdefault("package_version", __version__)
     payload: dict[str, np.ndarray] = {
@@ -93,16 +92,7 @@ def write_log(path: str | os.PathLike, log: EpisodeLog) -> Path:
     payload.update(log.road.to_dict())
     for k, v in log.extras.items():
         payload[f"extra_{k}"] = np.asarray(v)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: np.savez_compressed(fh, **payload))
 
 
 def _json_default(o):

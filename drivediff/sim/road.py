@@ -29,6 +29,7 @@ import numpy as np
 import shapely
 from shapely.geometry import LineString, Polygon
 
+from drivediff.io import atomic_write
 from drivediff.sim import layout as L
 
 __all__ = [
@@ -592,10 +593,7 @@ def _sdf_grid(polygon: Polygon, res: float, margin: float) -> tuple[np.ndarray, 
     _, dist = tree.query_nearest(shapely.points(gx, gy), return_distance=True, all_matches=False)
     grid = np.where(inside, -dist, dist).reshape(ny, nx).astype(np.float64)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, grid)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: np.save(fh, grid))
     except OSError:
         pass  # a read-only cache is not an error
     return grid, x0, y0

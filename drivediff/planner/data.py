@@ -1,0 +1,175 @@
+"""Training data: expert traffic rolled out in the simulator, cut into ego-centric windows.
+
+``collect`` runs IDM/MOBIL traffic (driver parameters randomised per vehicle) on catalog scenarios and
+writes one shard per (scenario, episode): for every sampled focal vehicle and time, the query tensors of
+``drivediff.planner.features`` plus the future of every agent token over the horizon:
+
+================  ======================  ===================================================
+fut_ctrl          (M, A, H, 2) float32    acceleration [m/s^2], steering [rad] per planner step
+fut_mask          (M, A, H) bool          the agent exists (same vehicle) at that future step
+fut_xy            (M, A, H, 2) float32    future positions in the focal frame [m]
+================  ======================  ===================================================
+
+Shards are written atomically and skipped when present, so an interrupted collection resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from drivediff.errors import DrivediffError
+from drivediff.io import atomic_write
+from drivediff.planner.config import PlannerConfig
+from drivediff.planner.features import SNAPSHOT_FIELDS, LaneIndex, _to_frame, build_queries
+
+DEFAULT_SCENARIOS = ("highway", "merge", "intersection", "roundabout", "cut-in", "lead-braking")
+WINDOW_KEYS = ("agent_feat", "agent_mask", "agent_slot", "agent_state", "lane_feat", "lane_mask", "fut_ctrl",
+               "fut_mask", "fut_xy")
+
+
+def substeps(sim_dt: float, plan_dt: float) -> int:
+    """Simulator steps per planner step; the ratio must be an integer."""
+    m = plan_dt / sim_dt
+    if abs(m - round(m)) > 1e-6 or round(m) < 1:
+        raise DrivediffError(f"the planner step {plan_dt} s is not a whole number of simulator steps of {sim_dt} s")
+    return int(round(m))
+
+
+def randomize_drivers(world, rng: np.random.Generator) -> None:
+    """Randomise the IDM/MOBIL parameters of every vehicle (expert diversity for training)."""
+    st = world.state
+    shape = st.v0.shape
+    st.v0[:] *= rng.uniform(0.85, 1.15, shape)
+    st.time_gap[:] *= rng.uniform(0.7, 1.3, shape)
+    st.a_comf[:] *= rng.uniform(0.7, 1.2, shape)
+    st.politeness[:] = rng.uniform(0.0, 0.5, shape)
+
+
+def to_plan_steps(rec: dict, initial: dict, m: int) -> dict:
+    """Recording (T, N) arrays at simulator resolution (plus the initial state) -> planner resolution.
+
+    States are taken every m steps; the control of planner step k is the mean realised acceleration and
+    steering over the m simulator steps from planner time k to k+1.
+    """
+    full = {k: np.concatenate([initial[k], rec[k]], axis=0) for k in SNAPSHOT_FIELDS + ("accel", "steer")}
+    t = full["x"].shape[0]
+    n_plan = (t - 1) // m + 1
+    idx = np.arange(n_plan) * m
+    track = {k: full[k][idx] for k in SNAPSHOT_FIELDS}
+    acc = full["accel"][1:1 + (n_plan - 1) * m].reshape(n_plan - 1, m, -1).mean(axis=1)
+    steer = full["steer"][1:1 + (n_plan - 1) * m].reshape(n_plan - 1, m, -1).mean(axis=1)
+    track["ctrl"] = np.stack([acc, steer], axis=-1)  # (T'-1, N, 2)
+    return track
+
+
+def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: np.random.Generator,
+                       stride: int = 2, max_focal: int = 6) -> dict | None:
+    """Training windows from one world's planner-resolution track."""
+    hp, h = cfg.history, cfg.horizon
+    n_t = track["x"].shape[0]
+    out = {k: [] for k in WINDOW_KEYS}
+    for tau in range(hp, n_t - h, stride):
+        snaps = {k: track[k][tau - hp:tau + 1] for k in SNAPSHOT_FIELDS}
+        vid = track["vid"][tau]
+        valid = track["valid"][tau].astype(bool)
+        fut_vid = track["vid"][tau:tau + h + 1]
+        whole = valid & (track["valid"][tau:tau + h + 1].astype(bool) & (fut_vid == vid)).all(axis=0)
+        cand = np.nonzero(whole)[0]
+        if cand.size == 0:
+            continue
+        focal = rng.choice(cand, size=min(max_focal, cand.size), replace=False)
+        q = build_queries(snaps, focal, lanes, cfg)
+        slots = q["agent_slot"]
+        take = np.where(slots >= 0, slots, 0)
+        ctrl = track["ctrl"][tau:tau + h][:, take]  # (H, Q, A, 2)
+        fut_ok = (track["valid"][tau + 1:tau + h + 1][:, take].astype(bool)
+                  & (track["vid"][tau + 1:tau + h + 1][:, take] == track["vid"][tau][take][None])
+                  & q["agent_mask"][None])
+        fx, fy = _to_frame(np.moveaxis(track["x"][tau + 1:tau + h + 1][:, take], 0, -1),
+                           np.moveaxis(track["y"][tau + 1:tau + h + 1][:, take], 0, -1), q["frame"])
+        out["fut_ctrl"].append(np.moveaxis(ctrl, 0, 2).astype(np.float32))
+        out["fut_mask"].append(np.moveaxis(fut_ok, 0, 2))
+        out["fut_xy"].append(np.stack([fx, fy], axis=-1).astype(np.float32))
+        for k in ("agent_feat", "agent_mask", "agent_slot", "agent_state", "lane_feat", "lane_mask"):
+            out[k].append(q[k])
+    if not out["fut_ctrl"]:
+        return None
+    return {k: np.concatenate(v, axis=0) for k, v in out.items()}
+
+
+def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: int = 4,
+                    duration: float | None = None) -> dict | None:
+    """Roll out ``num_worlds`` worlds of expert traffic and cut them into windows."""
+    from drivediff.sim import World
+
+    world = World(scenario, num_worlds=num_worlds)
+    m = substeps(world.dt, cfg.plan_dt)
+    world.reset(seed=seed * num_worlds)
+    rng = np.random.default_rng(seed + 7919)
+    randomize_drivers(world, rng)
+    world.refresh()
+    initial = {k: getattr(world.state, k)[:, None].copy() for k in SNAPSHOT_FIELDS + ("accel", "steer")}
+    steps = int(round((duration or world.config.duration) / world.dt))
+    steps -= steps % m
+    rec = world.run(steps, record=True)
+    lanes = LaneIndex.from_road(world.road)
+    parts = []
+    for b in range(num_worlds):
+        track = to_plan_steps({k: rec[k][b] for k in rec if k != "t"}, {k: v[b] for k, v in initial.items()}, m)
+        w = windows_from_track(track, lanes, cfg, rng)
+        if w is not None:
+            parts.append(w)
+    if not parts:
+        return None
+    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in WINDOW_KEYS}
+
+
+def shard_path(out: Path, scenario: str, episode: int) -> Path:
+    return Path(out) / f"{Path(scenario).stem}-{episode:05d}.npz"
+
+
+def save_shard(path: Path, windows: dict, meta: dict) -> None:
+    extra = {f"meta_{k}": np.array(v) for k, v in meta.items()}
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **windows, **extra))
+
+
+def collect(scenarios: Sequence[str], episodes: int, out: Path, cfg: PlannerConfig | None = None, seed: int = 0,
+            num_worlds: int = 4, progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
+    """Write ``episodes`` shards per scenario into ``out`` (skipping shards that already exist)."""
+    cfg = cfg or PlannerConfig()
+    out = Path(out)
+    written = []
+    jobs = [(sc, e) for sc in scenarios for e in range(episodes)]
+    for done, (sc, e) in enumerate(jobs):
+        path = shard_path(out, sc, e)
+        if not path.exists():
+            windows = collect_episode(sc, seed * 100_003 + e, cfg, num_worlds)
+            if windows is not None:
+                save_shard(path, windows, {"scenario": str(sc), "episode": e, "seed": seed})
+        if path.exists():
+            written.append(path)
+        if progress is not None:
+            progress(done + 1, len(jobs), str(sc))
+    return written
+
+
+def load_shards(data_dir: Path, max_windows: int | None = None) -> dict:
+    """Concatenate every shard of a collection (``*.npz`` in ``data_dir``)."""
+    files = sorted(Path(data_dir).glob("*.npz"))
+    if not files:
+        raise DrivediffError(f"no training shards (*.npz) in {data_dir}: run `drivediff collect` first")
+    parts = []
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                parts.append({k: z[k] for k in WINDOW_KEYS})
+        except (OSError, ValueError, KeyError) as e:
+            raise DrivediffError(f"{f}: not a readable training shard ({e})") from None
+    data = {k: np.concatenate([p[k] for p in parts], axis=0) for k in WINDOW_KEYS}
+    if max_windows is not None and len(data["fut_ctrl"]) > max_windows:
+        idx = np.random.default_rng(0).choice(len(data["fut_ctrl"]), max_windows, replace=False)
+        data = {k: v[idx] for k, v in data.items()}
+    return data

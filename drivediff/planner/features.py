@@ -1,0 +1,213 @@
+"""What a vehicle sees: ego-centric query tensors for the denoiser (plain NumPy, vectorised over queries).
+
+A *query* is built for one focal vehicle from its local observation only: the focal vehicle and its K
+nearest vehicles within sensor range (current state and short history, in the focal frame: x forward,
+y left) and the lanes around it (centreline points ahead and behind). The same code builds training
+windows from recorded traffic (``drivediff.planner.data``) and the conditions of the decentralised
+planner at run time (``drivediff.agents.diffusion``).
+
+Tensors of a batch of Q queries (A = 1 + K agents, Lt lanes, H horizon steps, Hp history steps):
+
+================  ====================  =========================================================
+name              shape                 content
+================  ====================  =========================================================
+agent_feat        (Q, A, F_a) float32   see :meth:`PlannerConfig.agent_feature_dim`
+agent_mask        (Q, A) bool           agent token holds a vehicle (token 0 is the focal vehicle)
+agent_slot        (Q, A) int64          the vehicle's slot in its world (-1: empty token)
+agent_state       (Q, A, 5) float32     x, y, yaw, speed, length in the focal frame (rollout start)
+lane_feat         (Q, Lt, F_l) float32  see :meth:`PlannerConfig.lane_feature_dim`
+lane_mask         (Q, Lt) bool
+frame             (Q, 3) float64        focal x, y, yaw in the world (to map plans back)
+================  ====================  =========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivediff.planner.config import PlannerConfig
+from drivediff.sim import layout as L
+
+SNAPSHOT_FIELDS = ("x", "y", "yaw", "speed", "length", "width", "valid", "vid")
+SPEED_SCALE = 30.0  # [m/s] speeds and limits are divided by this
+POS_SCALE = 50.0  # [m] positions are divided by this
+
+
+@dataclass(frozen=True)
+class LaneIndex:
+    """Coarse lane samples of a road for nearest-lane searches, and the fine centrelines to sample."""
+
+    pts: np.ndarray  # (P, 2) coarse points, grouped by lane
+    starts: np.ndarray  # (L+1,) CSR offsets of each lane's coarse points
+    s: np.ndarray  # (P,) arc length of each coarse point on its lane
+    fine_s: list  # per lane (P_l,) arc lengths of the fine centreline
+    fine_xyh: list  # per lane (P_l, 3) x, y, heading
+    length: np.ndarray  # (L,)
+    width: np.ndarray  # (L,)
+    speed: np.ndarray  # (L,)
+    junction: np.ndarray  # (L,) bool
+
+    @classmethod
+    def from_road(cls, road, spacing: float = 2.0) -> LaneIndex:
+        a = road.arrays
+        pts, s_all, starts, fine_s, fine_xyh = [], [], [0], [], []
+        for lane in range(road.num_lanes):
+            i0, i1 = a.lane_i[lane, L.L_PT], a.lane_i[lane + 1, L.L_PT]
+            p = a.pts[i0:i1]
+            step = max(1, int(round(spacing / a.lane_f[lane, L.L_DS])))
+            idx = np.unique(np.r_[np.arange(0, len(p), step), len(p) - 1])
+            pts.append(p[idx, :2])
+            s_all.append(p[idx, L.P_S])
+            starts.append(starts[-1] + len(idx))
+            fine_s.append(p[:, L.P_S].copy())
+            fine_xyh.append(p[:, [L.P_X, L.P_Y, L.P_H]].copy())
+        return cls(np.concatenate(pts), np.array(starts), np.concatenate(s_all), fine_s, fine_xyh,
+                   road.lane_len.copy(), road.lane_width.copy(), road.lane_speed.copy(),
+                   np.asarray(road.junction, dtype=bool))
+
+
+def _to_frame(x, y, frame):
+    """World points (..., ) -> focal frame, frame (Q, 3) broadcast on the leading axis."""
+    fx, fy, fh = frame[:, 0], frame[:, 1], frame[:, 2]
+    shape = (-1,) + (1,) * (np.ndim(x) - 1)
+    c, s = np.cos(fh).reshape(shape), np.sin(fh).reshape(shape)
+    dx, dy = x - fx.reshape(shape), y - fy.reshape(shape)
+    return dx * c + dy * s, -dx * s + dy * c
+
+
+def _wrap(a):
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def select_neighbors(cur: dict, focal: np.ndarray, cfg: PlannerConfig, must_include=None) -> np.ndarray:
+    """Slots of the agent tokens (Q, A): the focal vehicle, then the K nearest valid vehicles within
+    sensor range (-1 where fewer). ``must_include`` (Q, M) slots are placed first after the focal one
+    (used by the centralised mode to put all controlled vehicles in one query)."""
+    q = len(focal)
+    a = cfg.num_agents
+    valid = cur["valid"].astype(bool)
+    dx = cur["x"][None, :] - cur["x"][focal][:, None]
+    dy = cur["y"][None, :] - cur["y"][focal][:, None]
+    dist = np.hypot(dx, dy)
+    dist[:, ~valid] = np.inf
+    dist[np.arange(q), focal] = np.inf
+    dist[dist > cfg.sensor_range] = np.inf
+    slots = np.full((q, a), -1, dtype=np.int64)
+    slots[:, 0] = focal
+    first = 1
+    if must_include is not None:
+        m = must_include.shape[1]
+        slots[:, 1:1 + m] = must_include
+        rows = np.repeat(np.arange(q), m)
+        cols = must_include.reshape(-1)
+        ok = cols >= 0
+        dist[rows[ok], cols[ok]] = np.inf
+        first = 1 + m
+    k = a - first
+    if k > 0 and dist.shape[1] > 0:
+        kk = min(k, dist.shape[1])
+        near = np.argpartition(dist, kk - 1, axis=1)[:, :kk] if kk < dist.shape[1] else \
+            np.tile(np.arange(dist.shape[1]), (q, 1))
+        d_near = np.take_along_axis(dist, near, axis=1)
+        order = np.argsort(d_near, axis=1, kind="stable")
+        near = np.take_along_axis(near, order, axis=1)
+        d_near = np.take_along_axis(d_near, order, axis=1)
+        near[~np.isfinite(d_near)] = -1
+        slots[:, first:first + kk] = near
+    return slots
+
+
+def agent_features(snaps: dict, slots: np.ndarray, frame: np.ndarray, cfg: PlannerConfig):
+    """Agent tokens from snapshots (Hp+1, N) arrays (oldest first, the last row is now).
+
+    Returns agent_feat (Q, A, F_a), agent_mask (Q, A), agent_state (Q, A, 5).
+    """
+    hp = cfg.history
+    take = np.where(slots >= 0, slots, 0)
+    present = (slots >= 0) & snaps["valid"][-1][take].astype(bool)
+    vid_now = snaps["vid"][-1][take]
+    x = snaps["x"][:, take]  # (Hp+1, Q, A)
+    y = snaps["y"][:, take]
+    yaw = snaps["yaw"][:, take]
+    speed = snaps["speed"][:, take]
+    hist_ok = snaps["valid"][:, take].astype(bool) & (snaps["vid"][:, take] == vid_now[None]) & present[None]
+    x = np.moveaxis(x, 0, -1)  # (Q, A, Hp+1)
+    y = np.moveaxis(y, 0, -1)
+    yaw = np.moveaxis(yaw, 0, -1)
+    speed = np.moveaxis(speed, 0, -1)
+    hist_ok = np.moveaxis(hist_ok, 0, -1)
+    fx, fy = _to_frame(x, y, frame)
+    fh = _wrap(yaw - frame[:, 2][:, None, None])
+    length = snaps["length"][-1][take]
+    width = snaps["width"][-1][take]
+    cur = np.stack([fx[..., -1] / POS_SCALE, fy[..., -1] / POS_SCALE, np.cos(fh[..., -1]), np.sin(fh[..., -1]),
+                    speed[..., -1] / SPEED_SCALE, length / 5.0, width / 2.0], axis=-1)
+    hist = np.stack([fx[..., :hp] / POS_SCALE, fy[..., :hp] / POS_SCALE, np.cos(fh[..., :hp]),
+                     np.sin(fh[..., :hp]), speed[..., :hp] / SPEED_SCALE], axis=-1)  # (Q, A, Hp, 5)
+    hmask = hist_ok[..., :hp]
+    hist = np.where(hmask[..., None], hist, 0.0).reshape(*slots.shape, 5 * hp)
+    is_focal = np.zeros(slots.shape)
+    is_focal[:, 0] = 1.0
+    feat = np.concatenate([cur, hist, hmask.astype(float), present[..., None].astype(float),
+                           is_focal[..., None]], axis=-1)
+    feat = np.where(present[..., None], feat, 0.0).astype(np.float32)
+    state = np.stack([fx[..., -1], fy[..., -1], fh[..., -1], speed[..., -1], length], axis=-1)
+    state = np.where(present[..., None], state, 0.0).astype(np.float32)
+    return feat, present, state
+
+
+def lane_features(lanes: LaneIndex, frame: np.ndarray, cfg: PlannerConfig):
+    """Lane tokens around each focal vehicle: (Q, Lt, F_l) features and (Q, Lt) mask."""
+    q = frame.shape[0]
+    lt, npts = cfg.num_lanes, cfg.lane_points
+    d2 = (lanes.pts[None, :, 0] - frame[:, 0, None]) ** 2 + (lanes.pts[None, :, 1] - frame[:, 1, None]) ** 2
+    nl = len(lanes.length)
+    starts = lanes.starts[:-1]
+    best = np.minimum.reduceat(d2, starts, axis=1)  # (Q, L) squared distance of each lane
+    feat = np.zeros((q, lt, cfg.lane_feature_dim), dtype=np.float32)
+    mask = np.zeros((q, lt), dtype=bool)
+    order = np.argsort(best, axis=1)[:, :lt]
+    offsets = np.linspace(-cfg.lane_behind, cfg.lane_ahead, npts)
+    for qi in range(q):
+        for k, lane in enumerate(order[qi]):
+            if best[qi, lane] > cfg.lane_range ** 2 or k >= lt or lane >= nl:
+                break
+            seg = slice(lanes.starts[lane], lanes.starts[lane + 1])
+            j = int(np.argmin(d2[qi, seg]))
+            s = np.clip(lanes.s[seg][j] + offsets, 0.0, lanes.length[lane])
+            fs, xyh = lanes.fine_s[lane], lanes.fine_xyh[lane]
+            px, py = np.interp(s, fs, xyh[:, 0]), np.interp(s, fs, xyh[:, 1])
+            ph = np.interp(s, fs, xyh[:, 2])
+            lx, ly = _to_frame(px[None], py[None], frame[qi:qi + 1])
+            lh = ph - frame[qi, 2]
+            pts = np.stack([lx[0] / POS_SCALE, ly[0] / POS_SCALE, np.cos(lh), np.sin(lh)], axis=-1).reshape(-1)
+            feat[qi, k] = np.r_[pts, lanes.width[lane] / 4.0, lanes.speed[lane] / SPEED_SCALE,
+                                float(lanes.junction[lane])]
+            mask[qi, k] = True
+    return feat, mask
+
+
+def build_queries(snaps: dict, focal: np.ndarray, lanes: LaneIndex, cfg: PlannerConfig,
+                  must_include: np.ndarray | None = None) -> dict:
+    """Query tensors for focal slots ``focal`` (Q,) of one world from its snapshots (Hp+1, N)."""
+    focal = np.asarray(focal, dtype=np.int64)
+    cur = {k: v[-1] for k, v in snaps.items()}
+    frame = np.stack([cur["x"][focal], cur["y"][focal], cur["yaw"][focal]], axis=1).astype(np.float64)
+    slots = select_neighbors(cur, focal, cfg, must_include)
+    feat, present, state = agent_features(snaps, slots, frame, cfg)
+    lane_feat, lane_mask = lane_features(lanes, frame, cfg)
+    slots = np.where(present, slots, -1)
+    return {"agent_feat": feat, "agent_mask": present, "agent_slot": slots, "agent_state": state,
+            "lane_feat": lane_feat, "lane_mask": lane_mask, "frame": frame}
+
+
+def to_world(xy: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Points (Q, ..., 2) in the focal frame -> world frame."""
+    shape = (-1,) + (1,) * (xy.ndim - 2)
+    c = np.cos(frame[:, 2]).reshape(shape)
+    s = np.sin(frame[:, 2]).reshape(shape)
+    x = xy[..., 0] * c - xy[..., 1] * s + frame[:, 0].reshape(shape)
+    y = xy[..., 0] * s + xy[..., 1] * c + frame[:, 1].reshape(shape)
+    return np.stack([x, y], axis=-1)

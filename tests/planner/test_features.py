@@ -1,0 +1,74 @@
+"""Query features against brute-force computations on real simulator states."""
+
+import math
+
+import numpy as np
+import pytest
+
+from drivediff.planner.config import PlannerConfig
+from drivediff.planner.features import POS_SCALE, SNAPSHOT_FIELDS, LaneIndex, build_queries, to_world
+from drivediff.sim import World
+
+
+@pytest.fixture(scope="module")
+def merge_world():
+    w = World("merge", num_worlds=1, overrides={"controlled": {"count": 3}})
+    w.reset(seed=2)
+    w.run(60)
+    return w
+
+
+def test_neighbours_are_the_k_nearest_in_range(merge_world):
+    w, cfg = merge_world, PlannerConfig(num_neighbors=4, sensor_range=40.0)
+    st = w.state
+    snaps = {k: np.repeat(getattr(st, k)[0][None], cfg.history + 1, axis=0) for k in SNAPSHOT_FIELDS}
+    focal = np.nonzero(st.valid[0])[0][:6]
+    q = build_queries(snaps, focal, LaneIndex.from_road(w.road), cfg)
+    for qi, i in enumerate(focal):
+        d = np.hypot(st.x[0] - st.x[0, i], st.y[0] - st.y[0, i])
+        d[~st.valid[0]] = np.inf
+        d[i] = np.inf
+        expect = [j for j in np.argsort(d, kind="stable")[:4] if d[j] <= 40.0]
+        got = [int(j) for j in q["agent_slot"][qi, 1:] if j >= 0]
+        assert q["agent_slot"][qi, 0] == i
+        assert got == expect
+        assert q["agent_mask"][qi].sum() == 1 + len(expect)
+
+
+def test_frames_states_and_history_masks(merge_world):
+    w, cfg = merge_world, PlannerConfig()
+    st = w.state
+    snaps = {k: np.repeat(getattr(st, k)[0][None], cfg.history + 1, axis=0) for k in SNAPSHOT_FIELDS}
+    snaps["valid"][0] = False  # the oldest snapshot is missing
+    q = build_queries(snaps, np.array([0, 1]), LaneIndex.from_road(w.road), cfg)
+    # the focal vehicle sits at the origin heading along +x
+    np.testing.assert_allclose(q["agent_state"][:, 0, :3], 0.0, atol=1e-9)
+    feat = q["agent_feat"]
+    np.testing.assert_allclose(feat[:, 0, :4], [[0, 0, 1, 0]] * 2, atol=1e-6)
+    # a neighbour's position maps back to the world through the frame
+    for qi in range(2):
+        j = int(q["agent_slot"][qi, 1])
+        back = to_world(q["agent_state"][qi:qi + 1, 1:2, :2].astype(float), q["frame"][qi:qi + 1])[0, 0]
+        np.testing.assert_allclose(back, [st.x[0, j], st.y[0, j]], atol=1e-4)
+        assert feat[qi, 1, 0] == pytest.approx(q["agent_state"][qi, 1, 0] / POS_SCALE, abs=1e-6)
+    hp = cfg.history
+    hmask = feat[..., 7 + 5 * hp:7 + 6 * hp]
+    assert (hmask[:, :, 0][q["agent_mask"]] == 0).all() and (hmask[:, :, 1:][q["agent_mask"]] == 1).all()
+
+
+def test_lane_tokens_on_a_straight_highway():
+    w = World("highway")
+    w.reset(seed=0)
+    cfg = PlannerConfig()
+    st = w.state
+    snaps = {k: np.repeat(getattr(st, k)[0][None], cfg.history + 1, axis=0) for k in SNAPSHOT_FIELDS}
+    q = build_queries(snaps, np.array([0]), LaneIndex.from_road(w.road), cfg)
+    assert q["lane_mask"][0].sum() == 4  # the four lanes of highway-v0
+    pts = q["lane_feat"][0, :4, :4 * cfg.lane_points].reshape(4, cfg.lane_points, 4)
+    lateral = np.sort(pts[:, :, 1].mean(axis=1) * POS_SCALE)
+    ego_y = st.y[0, 0]
+    np.testing.assert_allclose(lateral, np.sort(4.0 * np.arange(4) - ego_y), atol=0.05)
+    np.testing.assert_allclose(pts[:, :, 2], 1.0, atol=1e-6)  # headings along the focal vehicle's
+    span = pts[0, :, 0] * POS_SCALE
+    assert span[0] == pytest.approx(-cfg.lane_behind, abs=1.0) and span[-1] == pytest.approx(cfg.lane_ahead, abs=1.0)
+    assert math.isclose(q["lane_feat"][0, 0, -2], 30 / 30)  # speed limit / 30
