@@ -27,6 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="drivediff: multi-agent driving simulation and a CTDE diffusion planner.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (printed as tables; --json for machines).")
 app.add_typer(bench_app, name="bench")
+exp_app = typer.Typer(no_args_is_help=True, help="Experiments: each writes a run folder (config, results, report).")
+app.add_typer(exp_app, name="experiment")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -236,6 +238,75 @@ def bench_sim_cmd(
         from drivediff.experiments.bench import print_sim_bench
 
         print_sim_bench(results, console)
+
+
+@bench_app.command("env")
+def bench_env_cmd(
+    json_out: bool = typer.Option(False, "--json", help="print machine-readable JSON only"),
+    quick: bool = typer.Option(False, help="fewer steps (smoke test)"),
+    highway_env: bool = typer.Option(True, help="include highway-env (if installed)"),
+):
+    """Environment throughput: highway-v0 (1 agent), 4-agent PettingZoo intersection, batched 256 x 4."""
+    from drivediff.experiments.bench_env import print_env_bench, run_env_bench
+
+    res = run_env_bench(quick=quick, with_highway_env=highway_env, progress=None if json_out else err_console)
+    if json_out:
+        print(json.dumps(res, indent=2))
+    else:
+        print_env_bench(res, console)
+
+
+@bench_app.command("planner")
+def bench_planner_cmd(
+    json_out: bool = typer.Option(False, "--json", help="print machine-readable JSON only"),
+    quick: bool = typer.Option(False, help="1 and 8 vehicles, a few cycles (smoke test)"),
+    checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
+    candidates: int = typer.Option(4, min=1, help="candidate plans per query"),
+):
+    """Replanning latency of the diffusion planner for 1, 8, 32 vehicles and 5, 10 sampling steps."""
+    from drivediff.experiments.bench_planner import print_planner_bench, run_planner_bench
+
+    results = run_planner_bench(checkpoint, quick=quick, candidates=candidates)
+    if json_out:
+        print(json.dumps(results, indent=2))
+    else:
+        print_planner_bench(results, console)
+
+
+def _experiment_progress():
+    from rich.progress import Progress
+
+    prog = Progress(console=err_console)
+    task = prog.add_task("cells", total=None)
+
+    def update(done, total, key):
+        prog.update(task, completed=done, total=total, description=f"cells ({key})")
+
+    return prog, update
+
+
+@exp_app.command("planner")
+def experiment_planner_cmd(
+    out: Path = typer.Option(Path("runs/planner"), help="run folder (an interrupted run resumes here)"),
+    quick: bool = typer.Option(False, help="a small budget (minutes), for smoke tests"),
+    checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
+    episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
+    workers: int = typer.Option(1, min=1, help="local worker processes"),
+    backend: str = typer.Option("local", help="local | ray"),
+    seed: int = typer.Option(0, min=0),
+):
+    """Closed loop (collisions, off-road, progress) and open loop (ADE/FDE) evaluation of the planner."""
+    from drivediff.experiments.planner_eval import PlannerEvalConfig, main, report
+
+    kw = {"checkpoint": str(checkpoint) if checkpoint else None, "seed": seed}
+    if episodes:
+        kw["episodes"] = episodes
+    cfg = PlannerEvalConfig.quick(**kw) if quick else PlannerEvalConfig(**kw)
+    prog, update = _experiment_progress()
+    with prog:
+        metrics = main(cfg, out, workers=workers, backend=backend, progress=update)
+    console.print(report(metrics, cfg))
+    console.print(f"run folder: {out}")
 
 
 @app.command("replay")

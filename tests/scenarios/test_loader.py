@@ -3,10 +3,10 @@
 import textwrap
 
 import pytest
-from drivediff.scenarios import catalog_names, compile_scenario, get_scenario, load_scenario
-from drivediff.scenarios.loader import parse_set_options
 
 from drivediff.errors import ScenarioError
+from drivediff.scenarios import catalog_names, compile_scenario, get_scenario, load_scenario
+from drivediff.scenarios.loader import parse_set_options
 
 EXPECTED = {"highway", "merge", "intersection", "roundabout", "ring", "platoon", "cut-in", "lead-braking"}
 

@@ -5,8 +5,8 @@ A collision among IDM/MOBIL vehicles at these densities is a bug in the behaviou
 
 import numpy as np
 import pytest
-from drivediff.scenarios import catalog_names
 
+from drivediff.scenarios import catalog_names
 from drivediff.sim import World
 from drivediff.sim.summary import episode_summary
 

@@ -1,0 +1,165 @@
+"""Environment kernels: actions into the world, then status, rewards and observations of every agent.
+
+Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates their inputs):
+
+* :func:`write_continuous`: normalised [acceleration, steering] of the agents into the world's (B, N, 2)
+  action buffer;
+* :func:`apply_meta`: highway-env meta-actions into the agents' target lanes and speeds;
+* :func:`update_worlds`: per agent, the event of this step (collision, off-road, arrival), the reward
+  terms and the observation; one ``prange`` over worlds.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from drivediff.env.observation import observe_agent, remaining_distance, zero_row
+from drivediff.env.rewards import COLLISION, GOAL, OFFROAD, rate_terms, weighted
+from drivediff.sim.jit import kernel
+from drivediff.sim.layout import (
+    ACCEL,
+    COLLIDED,
+    L_LC_LEFT,
+    L_LC_RIGHT,
+    L_LEFT,
+    L_RIGHT,
+    LANE,
+    ROUTE_POS,
+    SPEED,
+    TARGET_LANE,
+    TARGET_SPEED,
+    VALID,
+    S,
+)
+from drivediff.sim.layout import OFFROAD as OFFROAD_FLAG
+
+# events that end an agent's episode (``EnvCore.event``)
+NO_EVENT, EV_COLLISION, EV_OFFROAD, EV_GOAL = 0, 1, 2, 3
+EVENT_NAMES = (None, "collision", "offroad", "goal")
+
+# what ``update_worlds`` does
+MODE_RESET, MODE_STEP, MODE_OBSERVE = 0, 1, 2
+
+# discrete meta-actions (highway-env DiscreteMetaAction.ACTIONS_ALL)
+LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = range(5)
+META_ACTIONS = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")
+
+
+@kernel
+def write_continuous(u, slots, alive, a_lo, a_hi, d_lo, d_hi, out):
+    """Map (B, A, 2) actions in [-1, 1] (clipped) to acceleration [m/s^2] and steering [rad] of the agents'
+    slots in ``out`` (B, N, 2)."""
+    for b in range(u.shape[0]):
+        for a in range(u.shape[1]):
+            if not alive[b, a]:
+                continue
+            i = slots[b, a]
+            u0 = min(max(u[b, a, 0], -1.0), 1.0)
+            u1 = min(max(u[b, a, 1], -1.0), 1.0)
+            out[b, i, 0] = a_lo + 0.5 * (u0 + 1.0) * (a_hi - a_lo)
+            out[b, i, 1] = d_lo + 0.5 * (u1 + 1.0) * (d_hi - d_lo)
+
+
+@kernel(inline=True)
+def speed_index(speeds, v):
+    """highway-env ``MDPVehicle.speed_to_index``: the nearest target speed's index (rounded half to even)."""
+    n = speeds.shape[0]
+    x = (v - speeds[0]) / (speeds[n - 1] - speeds[0])
+    return min(max(int(round(x * (n - 1))), 0), n - 1)
+
+
+@kernel
+def apply_meta(road, f, iv, act, slots, alive, speeds):
+    """highway-env meta-actions (B, A) of the agents: lane changes retarget the lane tracked by the
+    simulator (when the neighbour exists and the marking allows it); FASTER / SLOWER move the target
+    speed one step from the speed nearest to the current one; IDLE keeps both."""
+    n = speeds.shape[0]
+    for b in range(act.shape[0]):
+        for a in range(act.shape[1]):
+            if not alive[b, a]:
+                continue
+            i = slots[b, a]
+            k = act[b, a]
+            tl = iv[b, TARGET_LANE, i]
+            if tl < 0:
+                tl = iv[b, LANE, i]
+            if k == LANE_LEFT or k == LANE_RIGHT:
+                nb = road.lane_i[tl, L_LEFT] if k == LANE_LEFT else road.lane_i[tl, L_RIGHT]
+                ok = road.lane_i[tl, L_LC_LEFT] if k == LANE_LEFT else road.lane_i[tl, L_LC_RIGHT]
+                if nb >= 0 and ok != 0:
+                    iv[b, TARGET_LANE, i] = nb
+            elif k == FASTER or k == SLOWER:
+                q = speed_index(speeds, f[b, SPEED, i]) + (1 if k == FASTER else -1)
+                f[b, TARGET_SPEED, i] = speeds[min(max(q, 0), n - 1)]
+
+
+@kernel
+def _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal, obs,
+                  terms, rewards, event, kd, kj, b):
+    """One world: after a step (MODE_STEP) events, reward terms and observations; after a reset
+    (MODE_RESET) the bookkeeping (remaining route at reset, acceleration) and observations; MODE_OBSERVE
+    observations only."""
+    for a in range(slots.shape[1]):
+        o = obs[b, a]
+        t = terms[b, a]
+        if mode != MODE_OBSERVE:
+            for q in range(t.shape[0]):
+                t[q] = 0.0
+            rewards[b, a] = 0.0
+            event[b, a] = NO_EVENT
+        if not alive[b, a]:
+            zero_row(o)
+            continue
+        i = slots[b, a]
+        if not m[b, VALID, i] or iv[b, LANE, i] < 0:  # left the road through an exit
+            zero_row(o)
+            if mode == MODE_STEP:
+                t[GOAL] = 1.0
+                event[b, a] = EV_GOAL
+                rewards[b, a] = weighted(rp, t)
+            continue
+        if mode == MODE_STEP:
+            rate_terms(road, f, iv, b, i, prev_acc[b, a], rp, t)
+            if m[b, COLLIDED, i]:
+                t[COLLISION] = 1.0
+                event[b, a] = EV_COLLISION
+            if m[b, OFFROAD_FLAG, i]:
+                t[OFFROAD] = 1.0
+                if offroad_terminal and event[b, a] == NO_EVENT:
+                    event[b, a] = EV_OFFROAD
+            rewards[b, a] = weighted(rp, t)
+        elif mode == MODE_RESET:
+            rem0[b, a] = remaining_distance(road, route[b, i], iv[b, LANE, i], f[b, S, i], iv[b, ROUTE_POS, i])
+        if mode != MODE_OBSERVE:
+            prev_acc[b, a] = f[b, ACCEL, i]
+        observe_agent(road, f, iv, m, route, b, i, rem0[b, a], op, o, kd[b], kj[b])
+
+
+@kernel(parallel=True)
+def update_worlds(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, which, mode, offroad_terminal,
+                  obs, terms, rewards, event, kd, kj):
+    """``_update_world`` for every world with ``which[b]``.
+
+    Args:
+        road: RoadArrays; f, iv, m, route: the World's packed state arrays.
+        slots: (B, A) int64 vehicle slot of each agent; alive: (B, A) bool agents still in the episode.
+        rem0, prev_acc: (B, A) float64 per-agent bookkeeping (updated).
+        op: ObsParams; rp: RewardParams; which: (B,) bool; mode: MODE_STEP, MODE_RESET or MODE_OBSERVE.
+        obs: (B, A, D) float32; terms: (B, A, 5) float64; rewards: (B, A) float64; event: (B, A) int64
+            outputs; kd (B, K) float64, kj (B, K) int64 scratch.
+    """
+    for b in numba.prange(f.shape[0]):
+        if which[b]:
+            _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal,
+                          obs, terms, rewards, event, kd, kj, b)
+
+
+@kernel
+def update_worlds_serial(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, which, mode, offroad_terminal,
+                         obs, terms, rewards, event, kd, kj):
+    """``update_worlds`` without a parallel region, for one or two worlds: launching a parallel region costs
+    milliseconds when the machine's cores are busy."""
+    for b in range(f.shape[0]):
+        if which[b]:
+            _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal,
+                          obs, terms, rewards, event, kd, kj, b)

@@ -1,0 +1,130 @@
+"""The batched API: shapes, equivalence with the PettingZoo environment world by world, auto-reset, errors."""
+
+import numpy as np
+import pytest
+
+from drivediff.env import VectorEnv, parallel_env
+from drivediff.env.vector import episode_seed
+from drivediff.errors import ActionError, DrivediffError
+
+
+def test_shapes_and_spaces():
+    v = VectorEnv("intersection", num_worlds=5, num_agents=4)
+    obs, info = v.reset(seed=0)
+    d = v.core.obs_dim
+    assert obs.shape == (5, 4, d) and obs.dtype == np.float32 and obs in v.observation_space
+    assert v.action_space.shape == (5, 4, 2) and v.single_action_space.shape == (4, 2)
+    obs, rew, term, trunc, info = v.step(v.action_space.sample())
+    assert rew.shape == term.shape == trunc.shape == info["alive"].shape == (5, 4)
+    assert info["reward_terms"].shape == (5, 4, 5) and info["_final_obs"].shape == (5,)
+    assert rew.dtype == np.float32 and term.dtype == np.bool_
+    dv = VectorEnv("highway", num_worlds=3, action_type="discrete", num_agents=2)
+    dv.reset(seed=0)
+    assert dv.action_space.shape == (3, 2)
+    dv.step(dv.action_space.sample())
+
+
+def test_each_world_equals_a_parallel_env_with_its_seed():
+    """World b of a batch seeded s is the PettingZoo environment seeded s + b, step for step."""
+    rng = np.random.default_rng(4)
+    steps = 60
+    acts = rng.uniform(-1, 1, (steps, 3, 3, 2)) * np.array([1.0, 0.03])
+    v = VectorEnv("roundabout", num_worlds=3, num_agents=3, offroad_terminal=False)
+    obs, _ = v.reset(seed=20)
+    vec = [(obs.copy(), None)]
+    for t in range(steps):
+        o, r, te, tr, info = v.step(acts[t])
+        assert not info["_final_obs"].any()
+        vec.append((o.copy(), r.copy()))
+    for b in range(3):
+        env = parallel_env(scenario="roundabout", num_agents=3, offroad_terminal=False)
+        obs, _ = env.reset(seed=20 + b)
+        np.testing.assert_array_equal(np.stack([obs[a] for a in env.possible_agents]), vec[0][0][b])
+        for t in range(steps):
+            live = list(env.agents)
+            obs, rew, *_ = env.step({a: acts[t, b, k] for k, a in enumerate(env.possible_agents) if a in live})
+            for k, a in enumerate(env.possible_agents):
+                if a in live:
+                    np.testing.assert_array_equal(obs[a], vec[t + 1][0][b, k])
+                    assert rew[a] == pytest.approx(vec[t + 1][1][b, k], rel=1e-6)
+                else:
+                    assert not vec[t + 1][0][b, k].any()
+
+
+def test_auto_reset_same_step_and_episode_seeds():
+    v = VectorEnv("merge", num_worlds=4, num_agents=2, max_steps=5)
+    v.reset(seed=7)
+    zeros = np.zeros((4, 2, 2))
+    for _ in range(4):
+        obs, rew, term, trunc, info = v.step(zeros)
+        assert not info["_final_obs"].any() and not trunc.any()
+    last = v.core.obs.copy()
+    obs, rew, term, trunc, info = v.step(zeros)
+    assert trunc.all() and info["_final_obs"].all()
+    assert info["episode_length"].tolist() == [5] * 4 and info["episode_return"].shape == (4, 2)
+    assert info["alive"].all() and not np.array_equal(info["final_obs"], obs)
+    assert not np.array_equal(last, info["final_obs"])
+    # world 2's second episode is the PettingZoo env seeded with episode_seed(7 + 2, 1)
+    seed = episode_seed(9, 1)
+    env = parallel_env(scenario="merge", num_agents=2, max_steps=5)
+    ref, _ = env.reset(seed=seed)
+    np.testing.assert_array_equal(np.stack([ref["agent_0"], ref["agent_1"]]), obs[2])
+
+
+def test_seed_list_and_bad_seed():
+    v = VectorEnv("merge", num_worlds=3)
+    obs, _ = v.reset(seed=[5, 6, 7])
+    again, _ = v.reset(seed=5)
+    np.testing.assert_array_equal(obs, again)
+    with pytest.raises(DrivediffError, match="seed"):
+        v.reset(seed=[1, 2])
+
+
+def test_squeezed_single_agent():
+    v = VectorEnv("highway", num_worlds=3, squeeze_agents=True)
+    obs, _ = v.reset(seed=0)
+    assert obs.shape == (3, v.core.obs_dim)
+    obs, rew, term, trunc, info = v.step(np.zeros((3, 2)))
+    assert rew.shape == term.shape == (3,)
+    with pytest.raises(ActionError, match=r"shape \(3, 2\)"):
+        v.step(np.zeros((3, 1, 2)))
+
+
+def test_bad_batched_actions():
+    v = VectorEnv("intersection", num_worlds=2, num_agents=2)
+    v.reset(seed=0)
+    with pytest.raises(ActionError, match=r"shape \(2, 2, 2\)"):
+        v.step(np.zeros((2, 2)))
+    a = np.zeros((2, 2, 2))
+    a[1, 0, 1] = np.inf
+    with pytest.raises(ActionError, match="world 1, agent 0 is not finite"):
+        v.step(a)
+    d = VectorEnv("intersection", num_worlds=2, num_agents=2, action_type="discrete")
+    d.reset(seed=0)
+    with pytest.raises(ActionError, match="world 0, agent 1 is 5"):
+        d.step(np.array([[0, 5], [1, 1]]))
+    with pytest.raises(ActionError, match="whole numbers"):
+        d.step(np.array([[0.5, 1], [1, 1]]))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    import numba
+
+    def run(threads):
+        numba.set_num_threads(threads)
+        try:
+            v = VectorEnv("intersection", num_worlds=6, num_agents=4, action_type="discrete")
+            v.reset(seed=2)
+            rng = np.random.default_rng(0)
+            out = []
+            for _ in range(80):
+                o, r, *_ = v.step(rng.integers(0, 5, (6, 4)))
+                out.append((o.copy(), r.copy()))
+            return out
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+    one, many = run(1), run(numba.config.NUMBA_NUM_THREADS)
+    for (o1, r1), (o2, r2) in zip(one, many, strict=True):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(r1, r2)
