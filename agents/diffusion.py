@@ -29,8 +29,18 @@ import torch
 from drivediff.errors import DrivediffError
 from drivediff.planner.checkpoint import default_checkpoint, load_planner
 from drivediff.planner.data import substeps
-from drivediff.planner.dynamics import clip_controls, rollout
-from drivediff.planner.features import SNAPSHOT_FIELDS, LaneIndex, build_queries, to_world
+from drivediff.planner.dynamics import clip_controls, rollout, steering
+from drivediff.planner.features import SNAPSHOT_FIELDS, SPEED_SCALE, LaneIndex, build_queries, to_world
+from drivediff.planner.guidance import (
+    Guidance,
+    GuidanceConfig,
+    GuidanceContext,
+    classifier_guidance_sample,
+    cost_terms,
+    emergency_brake,
+    road_sdf_tensor,
+    safe_selection,
+)
 from drivediff.planner.sampler import Inpaint, SamplerConfig, sample, select
 from drivediff.planner.schedulers import NoiseSchedule
 from drivediff.sim import Behavior
@@ -69,7 +79,8 @@ class DiffusionPolicy:
         replan_every: seconds between replans (a multiple of the planner step).
         comm_range: [m] communication mode: plans are shared with controlled vehicles this close.
         v2v_delay: [s] communication mode: age of the shared plans on arrival; v2v_loss: packet loss rate.
-        guidance: optional guidance hook passed to the sampler (safety issue).
+        guidance: safety guidance (:class:`GuidanceConfig`); None: unguided sampling and the sampler's
+            selector.
         record: keep plans, candidates and predictions of every replanning in ``self.records``.
         seed: sampling noise seed.
     """
@@ -78,7 +89,8 @@ class DiffusionPolicy:
 
     def __init__(self, checkpoint: str | Path | None = None, mode: str = "decentralized",
                  sampler: SamplerConfig | None = None, replan_every: float = 0.4, comm_range: float = 60.0,
-                 v2v_delay: float = 0.0, v2v_loss: float = 0.0, guidance=None, record: bool = False,
+                 v2v_delay: float = 0.0, v2v_loss: float = 0.0, guidance: GuidanceConfig | None = None,
+                 record: bool = False,
                  device: str = "cpu", seed: int = 0):
         if mode not in MODES:
             raise DrivediffError(f"unknown planner mode {mode!r}; choose from {', '.join(MODES)}")
@@ -109,6 +121,8 @@ class DiffusionPolicy:
         self.replan_steps = int(round(rs)) * self.m
         self.dt = world.dt
         self.lanes = LaneIndex.from_road(world.road)
+        self.sdf, self.sdf_meta = road_sdf_tensor(world.road)
+        self.fallbacks = 0  # replannings that found no feasible candidate and braked
         b, n, h = world.num_worlds, world.max_vehicles, self.cfg.horizon
         self.hist = {k: np.zeros((b, self.cfg.history + 1, n), dtype=getattr(world.state, k).dtype)
                      for k in SNAPSHOT_FIELDS}
@@ -149,8 +163,12 @@ class DiffusionPolicy:
         k = np.clip((step - self.plans.start) // self.m, 0, self.cfg.horizon - 1)  # (B, N)
         ctrl = np.take_along_axis(self.plans.ctrl, k[..., None, None].repeat(2, -1), axis=2)[:, :, 0]
         has = self.plans.start >= 0
-        act[has] = ctrl[has]
-        # a controlled vehicle without a plan (it just appeared) holds its speed and wheel
+        st = world.state
+        act[..., 0] = ctrl[..., 0]
+        # the planned lateral acceleration becomes a steering angle at the speed the vehicle has now
+        act[..., 1] = steering(torch.as_tensor(ctrl[..., 1]), torch.as_tensor(st.speed), torch.as_tensor(st.length),
+                               self.cfg.steer_max).numpy()
+        act[~has] = 0.0  # a controlled vehicle without a plan (it just appeared) holds its speed and wheel
         return act
 
     # -------------------------------------------------------------------------------------------- replan
@@ -188,15 +206,57 @@ class DiffusionPolicy:
         cond = {k: torch.as_tensor(q[k], device=self.device) for k in ("agent_feat", "agent_mask", "lane_feat",
                                                                        "lane_mask")}
         inpaint = self._inpaint(world, q, owners) if self.mode == "communication" else None
-        model = self.planner.model
-        z = sample(model, self.schedule, cond, self.scfg, self.generator, inpaint=inpaint, guidance=self.guidance)
-        ctrl = clip_controls(self.planner.normalizer.decode(z), self.cfg)  # (Q, C, A, H, 2)
         state = torch.as_tensor(q["agent_state"], device=self.device)
-        states = rollout(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, self.dt, self.m)  # (Q,C,A,H,4)
-        ctx = {"cond": cond, "ctrl": ctrl, "states": states, "agent_state": state, "query": q}
-        chosen = select(self.scfg.selector, z, ctx)
-        self._store(world, specs, q, owners, ctrl, states, chosen)
+        c = self.scfg.candidates
+        gctx = self._guidance_context(world, specs, q, owners, state, inpaint) if self.guidance else None
+        model = self.planner.model
+        if gctx is not None and self.guidance.classifier:
+            hook = Guidance(self.guidance, gctx.repeat(c), self.planner.normalizer, self.schedule.num_timesteps,
+                            self.scfg.steps)
+            z = classifier_guidance_sample(model, self.schedule, cond, self.scfg, self.generator, hook)
+        else:
+            hook = None if gctx is None else Guidance(self.guidance, gctx.repeat(c), self.planner.normalizer,
+                                                      self.schedule.num_timesteps, self.scfg.steps)
+            z = sample(model, self.schedule, cond, self.scfg, self.generator, inpaint=inpaint, guidance=hook)
+        ctrl = clip_controls(self.planner.normalizer.decode(z), self.cfg)  # (Q, C, A, H, 2)
+        costs = np.zeros(ctrl.shape[:2])
+        if gctx is not None and self.guidance.selection:
+            terms = cost_terms(ctrl.reshape(-1, *ctrl.shape[2:]), gctx.repeat(c), self.guidance)
+            chosen = safe_selection(terms, c)
+            costs = terms["total"].reshape(-1, c).detach().numpy()
+            brake = chosen < 0
+            if brake.any():  # no feasible candidate: emergency braking with the wheel straight
+                self.fallbacks += int(brake.sum())
+                ctrl[brake, 0] = emergency_brake(self.cfg, ctrl[brake, 0].shape[:-2])
+                chosen = torch.where(brake, torch.zeros_like(chosen), chosen)
+        else:
+            ctx = {"cond": cond, "ctrl": ctrl, "agent_state": state, "query": q}
+            chosen = select(self.scfg.selector, z, ctx)
+        states = rollout(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, self.dt, self.m,
+                         steer_max=self.cfg.steer_max)  # (Q, C, A, H, 4)
+        self._store(world, specs, q, owners, ctrl, states, chosen, costs)
         self.latencies.append(time.perf_counter() - t0)
+
+    def _guidance_context(self, world, specs, q, owners, state, inpaint) -> GuidanceContext:
+        """Rows the guidance may move: the focal vehicle (decentralised, communication) or every controlled
+        vehicle of the query (centralised); rows fixed by inpainting never move."""
+        slots = q["agent_slot"]
+        guided = np.zeros(slots.shape, dtype=bool)
+        for qi, (_, _, _, group) in enumerate(specs):
+            guided[qi, :len(group) if self.mode == "centralized" else 1] = True
+        guided &= q["agent_mask"]
+        if inpaint is not None:
+            guided &= ~inpaint.mask.cpu().numpy()
+        widths = np.zeros(slots.shape)
+        for qi, b in enumerate(owners):
+            ok = slots[qi] >= 0
+            widths[qi, ok] = world.state.width[b, slots[qi, ok]]
+        limit = np.where(q["lane_mask"][:, 0], q["lane_feat"][:, 0, -2] * SPEED_SCALE, 40.0)
+        return GuidanceContext(
+            agent_state=state, agent_mask=torch.as_tensor(q["agent_mask"]), guided=torch.as_tensor(guided),
+            frame=torch.as_tensor(q["frame"], dtype=torch.float32),
+            speed_limit=torch.as_tensor(limit, dtype=torch.float32), sdf=self.sdf, sdf_meta=self.sdf_meta,
+            widths=torch.as_tensor(widths, dtype=torch.float32), sim_dt=self.dt, substeps=self.m, cfg=self.cfg)
 
     def _inpaint(self, world, q, owners) -> Inpaint | None:
         """Rows of controlled neighbours whose plans reached the focal vehicle (range, delay, loss)."""
@@ -225,7 +285,7 @@ class DiffusionPolicy:
         v = torch.as_tensor(value, dtype=torch.float32, device=self.device)
         return Inpaint(self.planner.normalizer.encode(v), torch.as_tensor(mask, device=self.device))
 
-    def _store(self, world, specs, q, owners, ctrl, states, chosen) -> None:
+    def _store(self, world, specs, q, owners, ctrl, states, chosen, costs) -> None:
         st = world.state
         ctrl_np = ctrl.detach().cpu().numpy()
         states_np = states.detach().cpu().numpy()
@@ -248,7 +308,7 @@ class DiffusionPolicy:
                 if rec is not None:
                     rec.plans[(b, slot)] = self.plans.xy[b, slot].copy()
                     cands = to_world(states_np[qi, :, r, :, :2], np.repeat(frame, states_np.shape[1], 0))
-                    rec.candidates[(b, slot)] = (cands, np.zeros(len(cands)), int(best))
+                    rec.candidates[(b, slot)] = (cands, costs[qi].copy(), int(best))
                     others = [k for k in range(1, q["agent_slot"].shape[1]) if q["agent_mask"][qi, k]]
                     if others and r == 0:
                         rec.predictions[(b, slot)] = to_world(states_np[qi, best, others][..., :2],

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from shapely.geometry import box as shapely_box
+
 from drivediff.scenarios.schema import (
     HighwayRoad,
     IntersectionRoad,
@@ -19,8 +21,6 @@ from drivediff.scenarios.schema import (
     RingRoad,
     RoundaboutRoad,
 )
-from shapely.geometry import box as shapely_box
-
 from drivediff.sim.road import Arc, LineType, Polyline, Road, RoadBuilder, Sine, Straight
 
 S, D, N = LineType.SOLID, LineType.DASHED, LineType.NONE

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+
+from drivediff.errors import ScenarioError
 from drivediff.scenarios.builders import BuiltRoad, SpawnLane, build_road
 from drivediff.scenarios.schema import (
     CCConfig,
@@ -16,8 +18,6 @@ from drivediff.scenarios.schema import (
     ScenarioConfig,
     SizeConfig,
 )
-
-from drivediff.errors import ScenarioError
 from drivediff.sim.state import INFLOW_COLUMNS, ROUTE_LEN, Behavior, Inflow, SimParams, empty_inflow
 
 BEHAVIOR_CODES = {

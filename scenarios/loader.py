@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from drivediff.scenarios.schema import ScenarioConfig
 from pydantic import ValidationError
 
 from drivediff.errors import ScenarioError
+from drivediff.scenarios.schema import ScenarioConfig
 
 MAX_FILE_BYTES = 1_000_000
 MAX_NODES = 200_000

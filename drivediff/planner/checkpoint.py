@@ -46,7 +46,7 @@ def save_checkpoint(path: Path, cfg: PlannerConfig, model: Denoiser, normalizer:
         "version": VERSION,
         "config": cfg.to_dict(),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "normalizer": {"mean": normalizer.mean.cpu(), "std": normalizer.std.cpu()},
+        "normalizer": normalizer.state(),
         "meta": dict(meta or {}),
     }, path)
 
@@ -78,7 +78,7 @@ def load_planner(path: Path, device="cpu") -> Planner:
         cfg = PlannerConfig.from_dict(dict(obj["config"]))
         model = Denoiser(cfg)
         model.load_state_dict(obj["model"])
-        norm = Normalizer(obj["normalizer"]["mean"], obj["normalizer"]["std"])
+        norm = Normalizer.from_state(obj["normalizer"])
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: checkpoint does not match this planner: {str(e).splitlines()[0][:200]}") \
             from None

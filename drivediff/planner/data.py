@@ -5,7 +5,7 @@ writes one shard per (scenario, episode): for every sampled focal vehicle and ti
 ``drivediff.planner.features`` plus the future of every agent token over the horizon:
 
 ================  ======================  ===================================================
-fut_ctrl          (M, A, H, 2) float32    acceleration [m/s^2], steering [rad] per planner step
+fut_ctrl          (M, A, H, 2) float32    acceleration, lateral acceleration [m/s^2] per planner step
 fut_mask          (M, A, H) bool          the agent exists (same vehicle) at that future step
 fut_xy            (M, A, H, 2) float32    future positions in the focal frame [m]
 ================  ======================  ===================================================
@@ -48,21 +48,64 @@ def randomize_drivers(world, rng: np.random.Generator) -> None:
     st.politeness[:] = rng.uniform(0.0, 0.5, shape)
 
 
+def perturb(world, rng: np.random.Generator, prob: float, max_offset: float = 0.8, max_heading: float = 0.08):
+    """Displace random vehicles sideways and turn them a little (DART-style noise injection): their
+    lane-tracking controller then demonstrates the recovery the planner must learn, which expert data
+    without perturbations never shows. Vehicles in junctions, changing lanes or with a vehicle close beside
+    them are left alone. Returns the (B, N) mask of displaced vehicles."""
+    st = world.state
+    pick = st.valid & ~st.collided & (rng.random(st.valid.shape) < prob) & (st.lane >= 0) & (st.speed > 5.0)
+    pick &= st.target_lane == st.lane
+    junction = np.asarray(world.road.junction)[np.maximum(st.lane, 0)]
+    pick &= ~junction
+    for b, i in zip(*np.nonzero(pick), strict=True):
+        near = np.hypot(st.x[b] - st.x[b, i], st.y[b] - st.y[b, i]) < 8.0
+        near[i] = False
+        if (near & st.valid[b]).any():
+            pick[b, i] = False
+            continue
+        off = rng.uniform(-max_offset, max_offset)
+        st.x[b, i] -= off * np.sin(st.yaw[b, i])
+        st.y[b, i] += off * np.cos(st.yaw[b, i])
+        st.yaw[b, i] += rng.uniform(-max_heading, max_heading)
+    world.refresh()
+    return pick
+
+
 def to_plan_steps(rec: dict, initial: dict, m: int) -> dict:
     """Recording (T, N) arrays at simulator resolution (plus the initial state) -> planner resolution.
 
     States are taken every m steps; the control of planner step k is the mean realised acceleration and
     steering over the m simulator steps from planner time k to k+1.
     """
-    full = {k: np.concatenate([initial[k], rec[k]], axis=0) for k in SNAPSHOT_FIELDS + ("accel", "steer")}
+    full = {k: np.concatenate([initial[k], rec[k]], axis=0) for k in SNAPSHOT_FIELDS}
     t = full["x"].shape[0]
     n_plan = (t - 1) // m + 1
     idx = np.arange(n_plan) * m
     track = {k: full[k][idx] for k in SNAPSHOT_FIELDS}
+    # a displacement (perturb) between simulator steps t-1 and t shows at the planner step that contains t
+    jump = np.concatenate([np.zeros_like(initial["x"], dtype=bool), rec.get("jump", np.zeros_like(rec["x"], bool))])
+    track["jump"] = np.zeros((n_plan,) + jump.shape[1:], dtype=bool)
+    for k in range(1, n_plan):
+        track["jump"][k] = jump[(k - 1) * m + 1:k * m + 1].any(axis=0)
     acc = full["accel"][1:1 + (n_plan - 1) * m].reshape(n_plan - 1, m, -1).mean(axis=1)
-    steer = full["steer"][1:1 + (n_plan - 1) * m].reshape(n_plan - 1, m, -1).mean(axis=1)
-    track["ctrl"] = np.stack([acc, steer], axis=-1)  # (T'-1, N, 2)
+    # lateral acceleration: mean speed x mean yaw rate over the planner step (v^2 x path curvature)
+    dt_plan = plan_dt_of(rec, m)
+    yaw_rate = _wrap(np.diff(track["yaw"], axis=0)) / dt_plan
+    v_mid = 0.5 * (track["speed"][1:] + track["speed"][:-1])
+    track["ctrl"] = np.stack([acc, v_mid * yaw_rate], axis=-1)  # (T'-1, N, 2)
     return track
+
+
+def plan_dt_of(rec: dict, m: int) -> float:
+    t = np.asarray(rec["t"]) if "t" in rec else None
+    if t is None or len(t) < 2:
+        raise DrivediffError("the recording needs its time axis 't'")
+    return float(t[1] - t[0]) * m
+
+
+def _wrap(a):
+    return (a + np.pi) % (2 * np.pi) - np.pi
 
 
 def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: np.random.Generator,
@@ -77,6 +120,7 @@ def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: n
         valid = track["valid"][tau].astype(bool)
         fut_vid = track["vid"][tau:tau + h + 1]
         whole = valid & (track["valid"][tau:tau + h + 1].astype(bool) & (fut_vid == vid)).all(axis=0)
+        whole &= ~track["jump"][tau + 1:tau + h + 1].any(axis=0)  # no displacement inside the focal's future
         cand = np.nonzero(whole)[0]
         if cand.size == 0:
             continue
@@ -88,6 +132,7 @@ def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: n
         fut_ok = (track["valid"][tau + 1:tau + h + 1][:, take].astype(bool)
                   & (track["vid"][tau + 1:tau + h + 1][:, take] == track["vid"][tau][take][None])
                   & q["agent_mask"][None])
+        fut_ok &= ~np.cumsum(track["jump"][tau + 1:tau + h + 1][:, take], axis=0).astype(bool)
         fx, fy = _to_frame(np.moveaxis(track["x"][tau + 1:tau + h + 1][:, take], 0, -1),
                            np.moveaxis(track["y"][tau + 1:tau + h + 1][:, take], 0, -1), q["frame"])
         out["fut_ctrl"].append(np.moveaxis(ctrl, 0, 2).astype(np.float32))
@@ -100,9 +145,10 @@ def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: n
     return {k: np.concatenate(v, axis=0) for k, v in out.items()}
 
 
-def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: int = 4,
-                    duration: float | None = None) -> dict | None:
-    """Roll out ``num_worlds`` worlds of expert traffic and cut them into windows."""
+def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: int = 4, duration: float | None = None,
+                    perturb_prob: float = 0.15, perturb_every: float = 1.0) -> dict | None:
+    """Roll out ``num_worlds`` worlds of expert traffic (with DART-style displacements every
+    ``perturb_every`` seconds, each vehicle with probability ``perturb_prob``) and cut them into windows."""
     from drivediff.sim import World
 
     world = World(scenario, num_worlds=num_worlds)
@@ -111,14 +157,30 @@ def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: in
     rng = np.random.default_rng(seed + 7919)
     randomize_drivers(world, rng)
     world.refresh()
-    initial = {k: getattr(world.state, k)[:, None].copy() for k in SNAPSHOT_FIELDS + ("accel", "steer")}
+    initial = {k: getattr(world.state, k)[:, None].copy() for k in SNAPSHOT_FIELDS}
     steps = int(round((duration or world.config.duration) / world.dt))
     steps -= steps % m
-    rec = world.run(steps, record=True)
+    chunk = max(m, int(round(perturb_every / world.dt)) // m * m)
+    parts, done = [], 0
+    while done < steps:
+        n = min(chunk, steps - done)
+        part = world.run(n, record=True)
+        part["jump"] = np.zeros_like(part["valid"])
+        done += n
+        if perturb_prob > 0 and done < steps:
+            moved = perturb(world, rng, perturb_prob)
+            part["jump_next"] = moved
+        parts.append(part)
+    for k in range(1, len(parts)):  # the displacement shows in the first step of the next chunk
+        if "jump_next" in parts[k - 1]:
+            parts[k]["jump"][:, 0] = parts[k - 1]["jump_next"]
+    rec = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0] if k not in ("t", "jump_next")}
+    rec["t"] = np.concatenate([p["t"] for p in parts])
     lanes = LaneIndex.from_road(world.road)
     parts = []
     for b in range(num_worlds):
-        track = to_plan_steps({k: rec[k][b] for k in rec if k != "t"}, {k: v[b] for k, v in initial.items()}, m)
+        world_rec = {k: (rec[k] if k == "t" else rec[k][b]) for k in rec}
+        track = to_plan_steps(world_rec, {k: v[b] for k, v in initial.items()}, m)
         w = windows_from_track(track, lanes, cfg, rng)
         if w is not None:
             parts.append(w)

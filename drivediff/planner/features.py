@@ -30,7 +30,7 @@ import numpy as np
 from drivediff.planner.config import PlannerConfig
 from drivediff.sim import layout as L
 
-SNAPSHOT_FIELDS = ("x", "y", "yaw", "speed", "length", "width", "valid", "vid")
+SNAPSHOT_FIELDS = ("x", "y", "yaw", "speed", "length", "width", "valid", "vid", "accel", "steer")
 SPEED_SCALE = 30.0  # [m/s] speeds and limits are divided by this
 POS_SCALE = 50.0  # [m] positions are divided by this
 
@@ -119,7 +119,36 @@ def select_neighbors(cur: dict, focal: np.ndarray, cfg: PlannerConfig, must_incl
     return slots
 
 
-def agent_features(snaps: dict, slots: np.ndarray, frame: np.ndarray, cfg: PlannerConfig):
+def lane_relative(lanes: LaneIndex, x: np.ndarray, y: np.ndarray, yaw: np.ndarray):
+    """Signed lateral offset [m] (left positive) and heading error [rad] of points with headings relative to
+    the nearest lane centreline running within 90 degrees of their heading. Inputs and outputs (M,)."""
+    d2 = (lanes.pts[None, :, 0] - x[:, None]) ** 2 + (lanes.pts[None, :, 1] - y[:, None]) ** 2
+    lane_of = np.repeat(np.arange(len(lanes.length)), np.diff(lanes.starts))
+    coarse_h = np.concatenate([np.interp(lanes.s[lanes.starts[k]:lanes.starts[k + 1]], lanes.fine_s[k],
+                                         lanes.fine_xyh[k][:, 2]) for k in range(len(lanes.length))])
+    wrong_way = np.cos(coarse_h[None, :] - yaw[:, None]) < 0.0
+    d2 = np.where(wrong_way, np.inf, d2)
+    j = np.argmin(d2, axis=1)
+    ok = np.isfinite(d2[np.arange(len(x)), j])
+    lane = lane_of[j]
+    off = np.zeros(len(x))
+    err = np.zeros(len(x))
+    for k in np.nonzero(ok)[0]:
+        fs, xyh = lanes.fine_s[lane[k]], lanes.fine_xyh[lane[k]]
+        s0 = lanes.s[j[k]]
+        i = int(np.clip(np.searchsorted(fs, s0), 1, len(fs) - 1))
+        lo = max(i - 6, 0)
+        seg = xyh[lo:i + 6]
+        dd = (seg[:, 0] - x[k]) ** 2 + (seg[:, 1] - y[k]) ** 2
+        p = lo + int(np.argmin(dd))
+        h = xyh[p, 2]
+        off[k] = -(x[k] - xyh[p, 0]) * np.sin(h) + (y[k] - xyh[p, 1]) * np.cos(h)
+        err[k] = _wrap(yaw[k] - h)
+    return off, err, ok
+
+
+def agent_features(snaps: dict, slots: np.ndarray, frame: np.ndarray, cfg: PlannerConfig,
+                   lanes: LaneIndex | None = None):
     """Agent tokens from snapshots (Hp+1, N) arrays (oldest first, the last row is now).
 
     Returns agent_feat (Q, A, F_a), agent_mask (Q, A), agent_state (Q, A, 5).
@@ -150,8 +179,21 @@ def agent_features(snaps: dict, slots: np.ndarray, frame: np.ndarray, cfg: Plann
     hist = np.where(hmask[..., None], hist, 0.0).reshape(*slots.shape, 5 * hp)
     is_focal = np.zeros(slots.shape)
     is_focal[:, 0] = 1.0
+    # what the vehicle is doing now, and where it is relative to its lane (lane keeping needs both)
+    acc_now = snaps["accel"][-1][take] / 3.0
+    # current lateral acceleration from the applied steering: v^2 sin(beta) / (L/2)
+    sb = np.sin(np.arctan(0.5 * np.tan(snaps["steer"][-1][take])))
+    v_now = snaps["speed"][-1][take]
+    steer_now = np.clip(v_now ** 2 * sb / (0.5 * np.maximum(snaps["length"][-1][take], 0.5)), -8, 8) / 3.0
+    rel = np.zeros(slots.shape + (2,))
+    if lanes is not None:
+        pm = present.reshape(-1)
+        off, err, ok = lane_relative(lanes, snaps["x"][-1][take].reshape(-1)[pm], snaps["y"][-1][take].reshape(-1)[pm],
+                                     snaps["yaw"][-1][take].reshape(-1)[pm])
+        flat = rel.reshape(-1, 2)
+        flat[pm] = np.stack([np.where(ok, np.clip(off / 2.0, -3, 3), 0.0), np.where(ok, err / 0.2, 0.0)], axis=-1)
     feat = np.concatenate([cur, hist, hmask.astype(float), present[..., None].astype(float),
-                           is_focal[..., None]], axis=-1)
+                           is_focal[..., None], acc_now[..., None], steer_now[..., None], rel], axis=-1)
     feat = np.where(present[..., None], feat, 0.0).astype(np.float32)
     state = np.stack([fx[..., -1], fy[..., -1], fh[..., -1], speed[..., -1], length], axis=-1)
     state = np.where(present[..., None], state, 0.0).astype(np.float32)
@@ -196,7 +238,7 @@ def build_queries(snaps: dict, focal: np.ndarray, lanes: LaneIndex, cfg: Planner
     cur = {k: v[-1] for k, v in snaps.items()}
     frame = np.stack([cur["x"][focal], cur["y"][focal], cur["yaw"][focal]], axis=1).astype(np.float64)
     slots = select_neighbors(cur, focal, cfg, must_include)
-    feat, present, state = agent_features(snaps, slots, frame, cfg)
+    feat, present, state = agent_features(snaps, slots, frame, cfg, lanes)
     lane_feat, lane_mask = lane_features(lanes, frame, cfg)
     slots = np.where(present, slots, -1)
     return {"agent_feat": feat, "agent_mask": present, "agent_slot": slots, "agent_state": state,

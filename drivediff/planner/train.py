@@ -77,8 +77,12 @@ class Batches:
         ctrl = torch.as_tensor(data["fut_ctrl"][idx]).to(device)
         self.x0 = normalizer.encode(ctrl.clamp(torch.tensor([cfg.accel_min, -cfg.steer_max], device=device),
                                                torch.tensor([cfg.accel_max, cfg.steer_max], device=device)))
-        mask = torch.as_tensor(data["fut_mask"][idx]).to(device) & self.cond["agent_mask"][..., None]
-        self.mask = mask.repeat_interleave(2, dim=-1).float()  # (N, A, 2H): both channels per step
+        fut = torch.as_tensor(data["fut_mask"][idx]).to(device) & self.cond["agent_mask"][..., None]
+        if cfg.basis:  # coefficients summarise the whole horizon: only agents known throughout count
+            mask = fut.all(dim=-1, keepdim=True).expand(-1, -1, cfg.control_dim)
+        else:
+            mask = fut.repeat_interleave(2, dim=-1)  # both channels per step
+        self.mask = mask.float()
         self.n = len(idx)
         self.gen = torch.Generator(device="cpu").manual_seed(seed + rank)
 
@@ -135,10 +139,11 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
     if resume is not None:
         cfg = PlannerConfig.from_dict(dict(resume["config"]))
     data = load_shards(data_dir, tcfg.max_windows)
+    whole = data["fut_mask"].all(axis=-1) & data["agent_mask"]  # agents whose future is known throughout
     if resume is not None:
-        normalizer = Normalizer(resume["normalizer"]["mean"], resume["normalizer"]["std"])
+        normalizer = Normalizer.from_state(resume["normalizer"])
     else:
-        normalizer = Normalizer.fit(data["fut_ctrl"], data["fut_mask"] & data["agent_mask"][..., None])
+        normalizer = Normalizer.fit(data["fut_ctrl"], whole, cfg.control_basis())
     normalizer.to(dev)
     model = Denoiser(cfg).to(dev)
     ema = copy.deepcopy(model).eval()
@@ -173,7 +178,7 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
         atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(),
                      "optimizer": opt.state_dict(), "step": step, "curve": curve,
                      "seconds": elapsed0 + time.perf_counter() - t_start,
-                     "normalizer": {"mean": normalizer.mean.cpu(), "std": normalizer.std.cpu()}}, state_path)
+                     "normalizer": normalizer.state()}, state_path)
         _write_curve(Path(str(out) + ".loss.csv"), curve)
 
     model.train()

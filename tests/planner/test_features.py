@@ -72,3 +72,25 @@ def test_lane_tokens_on_a_straight_highway():
     span = pts[0, :, 0] * POS_SCALE
     assert span[0] == pytest.approx(-cfg.lane_behind, abs=1.0) and span[-1] == pytest.approx(cfg.lane_ahead, abs=1.0)
     assert math.isclose(q["lane_feat"][0, 0, -2], 30 / 30)  # speed limit / 30
+
+
+def test_lane_relative_features_match_the_simulator_lane_frame():
+    """Offset and heading error to the nearest same-direction lane equal the simulator's (d, yaw - heading)
+    for vehicles driving in their lanes."""
+    from drivediff.planner.features import lane_relative
+
+    w = World("roundabout", num_worlds=1)
+    w.reset(seed=3)
+    w.run(150)
+    st = w.state
+    idx = np.nonzero(st.valid[0] & (np.abs(st.d[0]) < 1.0))[0]
+    lanes = LaneIndex.from_road(w.road)
+    off, err, ok = lane_relative(lanes, st.x[0, idx], st.y[0, idx], st.yaw[0, idx])
+    assert ok.all() and len(idx) > 5
+    heading = np.array([np.interp(st.s[0, i], w.road.arrays.pts[w.road._pt_slice(st.lane[0, i]), 2],
+                                  w.road.lane_headings(st.lane[0, i])) for i in idx])
+    np.testing.assert_allclose(off, st.d[0, idx], atol=0.05)
+    np.testing.assert_allclose(err, (st.yaw[0, idx] - heading + np.pi) % (2 * np.pi) - np.pi, atol=0.02)
+    # a vehicle driving against the lane direction finds no lane
+    off2, err2, ok2 = lane_relative(lanes, st.x[0, idx[:1]], st.y[0, idx[:1]], st.yaw[0, idx[:1]] + np.pi)
+    assert not ok2[0] or abs(err2[0]) < np.pi / 2

@@ -1,0 +1,343 @@
+"""Safety-constraint guidance during denoising.
+
+Named differentiable costs on the rolled-out states of a candidate plan (each with a weight):
+
+============  ================================================================================
+collision     squared separating-axis penetration depth of the box of a guided row into the box
+              of every other agent of the query (the other controlled vehicles' plans and the
+              predicted neighbours), boxes grown by a margin; counted from the first contact on
+road          squared depth by which the box leaves the drivable area (signed-distance grid at
+              three points along the vehicle, plus half its width)
+speed         squared excess over the speed limit of the lane under the vehicle
+comfort       squared excess over the nuPlan comfort bounds: longitudinal acceleration in
+              [-4.05, 2.40] m/s^2, |lateral acceleration| < 4.89 m/s^2, |yaw rate| < 0.95 rad/s,
+              |longitudinal jerk| < 4.13 m/s^3 (shared/REFERENCES.md)
+ttc           collision cost of constant-velocity projections ``ttc`` seconds ahead of every planned
+              state: positive when the time to collision drops below the threshold (nuPlan: 0.95 s)
+============  ================================================================================
+
+Layers, each switchable for ablations (:class:`GuidanceConfig`):
+
+1. gradient steps on the model's clean estimate x0 inside a noise-level window, with step clipping
+   (no backpropagation through the denoiser), or, as an option, classifier guidance through it;
+2. a closed-form barrier correction on the last denoising steps (SafeDiffuser-style: project x0 onto the
+   linearised constraint ``grad b . dx + b >= 0`` of the worst hard constraint);
+3. candidate selection: discard candidates that violate a hard constraint (collision, leaving the road),
+   keep the cheapest; when none is feasible, an emergency-braking plan.
+
+The context (road grid, frames, which rows are guided) is a dataclass passed explicitly, not a global.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from drivediff.planner.config import PlannerConfig
+from drivediff.planner.dynamics import clip_controls, rollout
+
+# nuPlan comfort bounds (shared/REFERENCES.md)
+LON_ACC_MIN, LON_ACC_MAX = -4.05, 2.40
+LAT_ACC_MAX = 4.89
+YAW_RATE_MAX = 0.95
+LON_JERK_MAX = 4.13
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Every layer can be switched off (ablations)."""
+
+    gradient: bool = True  # layer 1: cost gradients on x0
+    classifier: bool = False  # layer 1 through the denoiser instead (full classifier guidance)
+    correction: bool = True  # layer 2: barrier correction on the last steps
+    selection: bool = True  # layer 3: discard infeasible candidates, keep the cheapest, brake if none
+    scale: float = 1.0  # gradient step size (in normalised units per unit of cost gradient)
+    inner_steps: int = 2  # gradient steps per denoising step
+    clip: float = 0.5  # max norm of one step per agent row
+    window: float = 0.6  # guide while t <= window * T (the lower noise levels)
+    correction_steps: int = 2  # last denoising steps that get the correction
+    margin: float = 0.3  # [m] collision margin between discs
+    ttc: float = 0.95  # [s] time-to-collision threshold
+    w_collision: float = 10.0
+    w_road: float = 5.0
+    w_speed: float = 0.5
+    w_comfort: float = 0.2
+    w_ttc: float = 2.0
+    offroad_tol: float = 0.1  # [m] a disc this far beyond the edge is a hard violation
+
+
+@dataclass
+class GuidanceContext:
+    """What the costs need besides the plan, for a batch of B = queries x candidates rows."""
+
+    agent_state: torch.Tensor  # (B, A, 5) x, y, yaw, speed, length in the focal frame
+    agent_mask: torch.Tensor  # (B, A) bool
+    guided: torch.Tensor  # (B, A) bool rows the guidance may change (the controlled vehicles)
+    frame: torch.Tensor  # (B, 3) focal x, y, yaw in the world
+    speed_limit: torch.Tensor  # (B,) [m/s] speed limit near the focal vehicle
+    sdf: torch.Tensor  # (1, 1, H, W) signed distance of the drivable area [m], < 0 inside
+    sdf_meta: tuple  # (x0, y0, res)
+    widths: torch.Tensor  # (B, A) [m]
+    sim_dt: float
+    substeps: int
+    cfg: PlannerConfig = field(default_factory=PlannerConfig)
+
+    def repeat(self, c: int) -> GuidanceContext:
+        rep = {k: getattr(self, k).repeat_interleave(c, 0) for k in ("agent_state", "agent_mask", "guided", "frame",
+                                                                     "speed_limit", "widths")}
+        return GuidanceContext(**rep, sdf=self.sdf, sdf_meta=self.sdf_meta, sim_dt=self.sim_dt,
+                               substeps=self.substeps, cfg=self.cfg)
+
+
+# ------------------------------------------------------------------------------------------------- geometry
+
+
+def discs(states: torch.Tensor, length: torch.Tensor, width: torch.Tensor):
+    """Three discs covering each box: centres (..., T, 3, 2) and radius (..., 1, 1).
+
+    states (..., T, 4) x, y, yaw, speed; length, width (...). The discs sit at -L/3, 0, +L/3 along the
+    heading with radius sqrt((L/6)^2 + (W/2)^2), so their union contains the box.
+    """
+    c, s = torch.cos(states[..., 2]), torch.sin(states[..., 2])
+    off = torch.stack([-length / 3, torch.zeros_like(length), length / 3], dim=-1)[..., None, :]  # (..., 1, 3)
+    cx = states[..., 0:1] + off * c[..., None]
+    cy = states[..., 1:2] + off * s[..., None]
+    radius = torch.sqrt((length / 6) ** 2 + (width / 2) ** 2)[..., None, None]
+    return torch.stack([cx, cy], dim=-1), radius
+
+
+def box_penetration(states: torch.Tensor, length: torch.Tensor, width: torch.Tensor, mask: torch.Tensor,
+                    guided: torch.Tensor, margin: float) -> torch.Tensor:
+    """Separating-axis penetration depth [m] between each guided row's box and every other present agent's.
+
+    states (B, A, T, 4) x, y, yaw, speed; length, width (B, A). For a pair, the overlap of the two boxes
+    (grown by ``margin``) projected on each of the four box axes; the depth is the smallest of the four
+    (0 when an axis separates them). It grows monotonically as one box moves into the other, and with
+    margin 0 it is positive exactly when ``drivediff.sim.geometry.boxes_overlap`` says the boxes overlap.
+    Returns (B, A, T): max over partners, for guided rows (0 elsewhere).
+    """
+    x, y, yaw = states[..., 0], states[..., 1], states[..., 2]
+    c, s = torch.cos(yaw), torch.sin(yaw)
+    hl = (0.5 * length + margin)[..., None]  # (B, A, 1)
+    hw = (0.5 * width + margin)[..., None]
+    # pair axes: i rows (guided) against j columns
+    ci, si, cj, sj = c[:, :, None], s[:, :, None], c[:, None], s[:, None]  # (B, A, A, T) by broadcast
+    dx = x[:, None] - x[:, :, None]
+    dy = y[:, None] - y[:, :, None]
+    hli, hwi, hlj, hwj = hl[:, :, None], hw[:, :, None], hl[:, None], hw[:, None]
+    cab = ci * cj + si * sj
+    cav = -ci * sj + si * cj
+    cva = -si * cj + ci * sj
+    cvv = si * sj + ci * cj
+    o1 = hli + hlj * cab.abs() + hwj * cav.abs() - (dx * ci + dy * si).abs()
+    o2 = hwi + hlj * cva.abs() + hwj * cvv.abs() - (-dx * si + dy * ci).abs()
+    o3 = hlj + hli * cab.abs() + hwi * cva.abs() - (dx * cj + dy * sj).abs()
+    o4 = hwj + hli * cav.abs() + hwi * cvv.abs() - (-dx * sj + dy * cj).abs()
+    depth = F.relu(torch.minimum(torch.minimum(o1, o2), torch.minimum(o3, o4)))  # (B, A, A, T)
+    a = states.shape[1]
+    pair = (guided[:, :, None] & mask[:, None, :]) & ~torch.eye(a, dtype=torch.bool, device=states.device)
+    return (depth * pair[..., None]).amax(dim=2)
+
+
+def sample_sdf(ctx: GuidanceContext, xy_world: torch.Tensor) -> torch.Tensor:
+    """Bilinear signed distance at world points (..., 2) (border values outside the grid)."""
+    x0, y0, res = ctx.sdf_meta
+    h, w = ctx.sdf.shape[-2:]
+    gx = 2.0 * (xy_world[..., 0] - x0) / (res * (w - 1)) - 1.0
+    gy = 2.0 * (xy_world[..., 1] - y0) / (res * (h - 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(1, 1, -1, 2).to(ctx.sdf.dtype)
+    out = F.grid_sample(ctx.sdf, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(xy_world.shape[:-1])
+
+
+def to_world(xy: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """(B, ..., 2) focal-frame points -> world, frame (B, 3)."""
+    shape = (-1,) + (1,) * (xy.dim() - 2)
+    c, s = torch.cos(frame[:, 2]).reshape(shape), torch.sin(frame[:, 2]).reshape(shape)
+    x = xy[..., 0] * c - xy[..., 1] * s + frame[:, 0].reshape(shape)
+    y = xy[..., 0] * s + xy[..., 1] * c + frame[:, 1].reshape(shape)
+    return torch.stack([x, y], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------- costs
+
+
+def plan_states(ctrl: torch.Tensor, ctx: GuidanceContext, every_substep: bool = False) -> torch.Tensor:
+    """Roll clipped controls (B, A, H, 2) out from the agents' current states -> (B, A, H, 4) (or at every
+    simulator step, (B, A, H * substeps, 4))."""
+    return rollout(ctx.agent_state, clip_controls(ctrl, ctx.cfg), ctx.sim_dt, ctx.substeps,
+                   every_substep=every_substep, steer_max=ctx.cfg.steer_max)
+
+
+def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig) -> dict[str, torch.Tensor]:
+    """Every named cost per row (B,) and the hard-constraint margins, for controls (B, A, H, 2).
+
+    Contacts are checked at every simulator step (0.1 s): at planner steps (0.2 s) a vehicle at 20 m/s
+    moves 4 m, more than a disc, and would seem to pass through another between two samples.
+    """
+    fine = plan_states(ctrl, ctx, every_substep=True)  # (B, A, H*m, 4)
+    states = fine[..., ctx.substeps - 1::ctx.substeps, :]  # at the planner steps
+    length = ctx.agent_state[..., 4].clamp_min(0.5)
+    centres, radius = discs(fine, length, ctx.widths)
+    mask = ctx.agent_mask
+    guided = ctx.guided & mask
+    pen = box_penetration(fine, length, ctx.widths, mask, guided, gcfg.margin)  # (B, A, T*m)
+    # constant-velocity projections ttc seconds ahead (every agent)
+    vf = fine[..., 3:4]
+    proj_xy = fine[..., :2] + gcfg.ttc * vf * torch.stack([torch.cos(fine[..., 2]), torch.sin(fine[..., 2])], -1)
+    proj = torch.cat([proj_xy, fine[..., 2:]], dim=-1)
+    pen_ttc = box_penetration(proj, length, ctx.widths, mask, guided, 0.0)
+    # road: discs of guided rows against the drivable area
+    world = to_world(centres.reshape(centres.shape[0], -1, 2), ctx.frame).reshape(centres.shape)
+    sdf = sample_sdf(ctx, world)  # (B, A, T, 3)
+    # the box reaches W/2 sideways from each disc centre (exactly, across the heading)
+    half_w = 0.5 * ctx.widths[..., None, None]
+    depth = (sdf + half_w).amax(dim=-1)  # (B, A, T) how far the box pokes beyond the road edge
+    out_road = F.relu(depth) * guided[..., None]
+    # speed limit, comfort (guided rows)
+    v = states[..., 3:4]
+    speed_ex = F.relu(v[..., 0] - ctx.speed_limit[:, None, None]) * guided[..., None]
+    dt = ctx.cfg.plan_dt
+    c_ctrl = clip_controls(ctrl, ctx.cfg)
+    acc = c_ctrl[..., 0]
+    jerk = torch.diff(acc, dim=-1) / dt
+    yaw_rate = torch.diff(states[..., 2], dim=-1, prepend=ctx.agent_state[..., None, 2]) / dt
+    lat_acc = v[..., 0] * yaw_rate
+    comfort = (F.relu(acc - LON_ACC_MAX) ** 2 + F.relu(LON_ACC_MIN - acc) ** 2).sum(-1) \
+        + (F.relu(lat_acc.abs() - LAT_ACC_MAX) ** 2).sum(-1) + (F.relu(yaw_rate.abs() - YAW_RATE_MAX) ** 2).sum(-1) \
+        + (F.relu(jerk.abs() - LON_JERK_MAX) ** 2).sum(-1)
+    g = guided.float()
+    # a contact counts from its first step on: with the penetration itself, a plan that drives through an
+    # obstacle quickly would be cheaper than one that brakes into it
+    pen = torch.cummax(pen, dim=-1).values
+    pen_ttc = torch.cummax(pen_ttc, dim=-1).values
+    m = ctx.substeps
+    terms = {
+        "collision": (pen ** 2).sum(dim=(-1, -2)) / m,
+        "road": (out_road ** 2).sum(dim=(-1, -2)) / m,
+        "speed": (speed_ex ** 2).sum(dim=(-1, -2)) * dt,
+        "comfort": (comfort * g).sum(-1),
+        "ttc": (pen_ttc ** 2).sum(dim=(-1, -2)) / m,
+    }
+    terms["total"] = (gcfg.w_collision * terms["collision"] + gcfg.w_road * terms["road"]
+                      + gcfg.w_speed * terms["speed"] + gcfg.w_comfort * terms["comfort"] + gcfg.w_ttc * terms["ttc"])
+    # hard constraints: clearance >= 0 (disc gap with zero margin) and depth beyond the road edge <= tol
+    touch = box_penetration(fine, length, ctx.widths, mask, guided, 0.0)  # (B, A, T*m) without margin
+    clear = -touch.amax(dim=(-1, -2))  # (B,) < 0: the boxes overlap somewhere
+    road_depth = torch.where(guided[..., None], depth, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
+    terms["clearance"] = clear
+    terms["road_depth"] = road_depth
+    # barrier function: >= 0 iff feasible; unlike the worst clearance it keeps a gradient once boxes
+    # overlap by more than their width (the accumulated depth from the first contact on)
+    terms["barrier"] = -(torch.cummax(touch, dim=-1).values.sum(dim=(-1, -2)) / m
+                         + (F.relu(depth - gcfg.offroad_tol) * guided[..., None]).sum(dim=(-1, -2)) / m)
+    terms["feasible"] = (clear > -1e-6) & (road_depth <= gcfg.offroad_tol)
+    return terms
+
+
+# ---------------------------------------------------------------------------------------------- guidance
+
+
+class Guidance:
+    """The sampler hook: ``guidance(x0, t, i, cond) -> x0`` (normalised controls (B, A, D))."""
+
+    def __init__(self, gcfg: GuidanceConfig, ctx: GuidanceContext, normalizer, num_timesteps: int, num_steps: int):
+        self.gcfg = gcfg
+        self.ctx = ctx
+        self.normalizer = normalizer
+        self.num_timesteps = num_timesteps
+        self.num_steps = num_steps
+
+    def cost(self, x0: torch.Tensor) -> torch.Tensor:
+        return cost_terms(self.normalizer.decode(x0), self.ctx, self.gcfg)["total"]
+
+    def __call__(self, x0: torch.Tensor, t: int, i: int, cond: dict) -> torch.Tensor:
+        g = self.gcfg
+        rows = self.ctx.guided[..., None].to(x0.dtype)  # only the controlled rows move
+        if g.gradient and not g.classifier and t <= g.window * self.num_timesteps:
+            x0 = self._gradient_steps(x0, rows)
+        if g.correction and i >= self.num_steps - g.correction_steps:
+            x0 = self._barrier(x0, rows)
+        return x0.detach()
+
+    def _gradient_steps(self, x0, rows):
+        g = self.gcfg
+        for _ in range(g.inner_steps):
+            x = x0.detach().requires_grad_(True)
+            cost = self.cost(x).sum()
+            (grad,) = torch.autograd.grad(cost, x)
+            step = g.scale * grad * rows
+            norm = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            x0 = (x - step * torch.clamp(g.clip / norm, max=1.0)).detach()
+        return x0
+
+    def _barrier(self, x0, rows):
+        """Closed-form projection onto the linearised hard constraint b(x) >= 0 (b: minus the accumulated
+        contact and off-road depth), per row: x <- x + max(0, -b) / |grad b|^2 grad b (SafeDiffuser, one
+        constraint), twice."""
+        for _ in range(2):
+            x = x0.detach().requires_grad_(True)
+            b = cost_terms(self.normalizer.decode(x), self.ctx, self.gcfg)["barrier"]  # (B,)
+            (grad,) = torch.autograd.grad(b.sum(), x)
+            grad = grad * rows
+            gnorm2 = (grad ** 2).sum(dim=(-1, -2)).clamp_min(1e-9)
+            lam = F.relu(-b) / gnorm2
+            x0 = (x + (lam[:, None, None] * grad).clamp(-self.gcfg.clip * 4, self.gcfg.clip * 4)).detach()
+        return x0
+
+
+def classifier_guidance_sample(model, schedule, cond, scfg, generator, guidance: Guidance):
+    """Sampling with full classifier guidance: the cost gradient flows through the denoiser to x_t
+    (slower: one backward pass through the network per step)."""
+    from drivediff.planner.sampler import repeat_cond
+    from drivediff.planner.schedulers import make_scheduler
+
+    q = cond["agent_feat"].shape[0]
+    c = scfg.candidates
+    condc = repeat_cond(cond, c)
+    x = torch.randn((q * c, cond["agent_feat"].shape[1], model.cfg.control_dim), generator=generator)
+    sched = make_scheduler(scfg.scheduler, schedule)
+    sched.set_timesteps(scfg.steps)
+    g = guidance.gcfg
+    rows = guidance.ctx.guided[..., None].float()
+    for i, t in enumerate(sched.timesteps):
+        tt = torch.full((q * c,), t, dtype=torch.long)
+        if t <= g.window * schedule.num_timesteps:
+            xg = x.detach().requires_grad_(True)
+            x0 = model(xg, tt, condc)
+            (grad,) = torch.autograd.grad(guidance.cost(x0).sum(), xg)
+            step = g.scale * grad * rows
+            norm = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            x = (x - step * torch.clamp(g.clip / norm, max=1.0)).detach()
+        with torch.no_grad():
+            x0 = model(x, tt, condc)
+            if g.correction and i >= len(sched.timesteps) - g.correction_steps:
+                with torch.enable_grad():
+                    x0 = guidance._barrier(x0, rows)
+            x = sched.step(x0, i, x, generator).float()
+    return x.reshape(q, c, *x.shape[1:]) * cond["agent_mask"][:, None, :, None]
+
+
+def emergency_brake(cfg: PlannerConfig, shape) -> torch.Tensor:
+    """(…, H, 2) controls: full braking, wheel straight."""
+    ctrl = torch.zeros(*shape, cfg.horizon, 2)
+    ctrl[..., 0] = cfg.accel_min
+    return ctrl
+
+
+def safe_selection(terms: dict, num_candidates: int) -> torch.Tensor:
+    """Per query: the cheapest feasible candidate, or -1 when none is feasible. terms: (Q*C,) tensors."""
+    total = terms["total"].reshape(-1, num_candidates)
+    feasible = terms["feasible"].reshape(-1, num_candidates)
+    total = torch.where(feasible, total, torch.full_like(total, math.inf))
+    best = total.argmin(dim=1)
+    return torch.where(feasible.any(dim=1), best, torch.full_like(best, -1))
+
+
+def road_sdf_tensor(road) -> tuple[torch.Tensor, tuple]:
+    a = road.arrays
+    return torch.as_tensor(np.asarray(a.sdf), dtype=torch.float32)[None, None], tuple(float(v) for v in a.sdf_meta)
