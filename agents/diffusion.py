@@ -56,7 +56,10 @@ class _Plans:
     start: np.ndarray  # (B, N) simulator step at which the plan started (-1: none)
     xy: np.ndarray  # (B, N, H, 2) planned positions in the world frame
     shared_ctrl: np.ndarray  # (B, N, H, 2) the plans as last received by neighbours (communication mode)
-    shared_start: np.ndarray  # (B, N)
+    shared_start: np.ndarray  # (B, N) simulator step at which the received plan started (-1: none)
+    sent_ctrl: np.ndarray  # (B, N, H, 2) the plan in flight (broadcast, not yet received)
+    sent_start: np.ndarray  # (B, N) its start step (-1: none in flight)
+    sent_arrival: np.ndarray  # (B, N) the step at which it arrives
 
 
 @dataclass
@@ -110,6 +113,7 @@ class DiffusionPolicy:
         self.rng = np.random.default_rng(seed)
         self.records: list[PlanRecord] = []
         self.latencies: list[float] = []  # seconds per replanning cycle (all queries of all worlds)
+        self.queries: list[int] = []  # vehicles planned in each cycle
 
     # ------------------------------------------------------------------------------------------- set-up
     def reset(self, world) -> None:
@@ -128,12 +132,27 @@ class DiffusionPolicy:
                      for k in SNAPSHOT_FIELDS}
         self.hist["vid"][:] = -1
         self.plans = _Plans(np.zeros((b, n, h, 2)), np.full((b, n), -1), np.zeros((b, n, h, 2)),
-                            np.zeros((b, n, h, 2)), np.full((b, n), -1))
+                            np.zeros((b, n, h, 2)), np.full((b, n), -1), np.zeros((b, n, h, 2)),
+                            np.full((b, n), -1), np.full((b, n), -1))
         self.controlled = np.arange(world.num_controlled)
         world.set_behavior(Behavior.EXTERNAL, self.controlled)
         self.records.clear()
         self.latencies.clear()
+        self.queries.clear()
         self._push_history(world, np.ones(b, dtype=bool))
+        self._backfill_history()
+
+    def _backfill_history(self) -> None:
+        """At reset there is no past yet: extrapolate every vehicle backwards at constant speed and heading
+        (the planner is trained on windows with a whole history; a missing one would be out of
+        distribution)."""
+        h = self.hist
+        for k in range(1, self.cfg.history + 1):
+            back = k * self.cfg.plan_dt * h["speed"][:, -1]
+            for name in SNAPSHOT_FIELDS:
+                h[name][:, -1 - k] = h[name][:, -1]
+            h["x"][:, -1 - k] -= back * np.cos(h["yaw"][:, -1])
+            h["y"][:, -1 - k] -= back * np.sin(h["yaw"][:, -1])
 
     def _push_history(self, world, worlds: np.ndarray) -> None:
         """Append the current state to the planner-rate history of the given worlds (B,) bool."""
@@ -236,6 +255,7 @@ class DiffusionPolicy:
                          steer_max=self.cfg.steer_max)  # (Q, C, A, H, 4)
         self._store(world, specs, q, owners, ctrl, states, chosen, costs)
         self.latencies.append(time.perf_counter() - t0)
+        self.queries.append(sum(len(group) for *_, group in specs))
 
     def _guidance_context(self, world, specs, q, owners, state, inpaint) -> GuidanceContext:
         """Rows the guidance may move: the focal vehicle (decentralised, communication) or every controlled
@@ -263,6 +283,12 @@ class DiffusionPolicy:
         slots = q["agent_slot"]
         qn, a = slots.shape
         h = self.cfg.horizon
+        p = self.plans
+        now = world.state.step[:, None]
+        arrived = (p.sent_start >= 0) & (p.sent_arrival <= now)  # plans in flight that have reached the others
+        p.shared_ctrl[arrived] = p.sent_ctrl[arrived]
+        p.shared_start[arrived] = p.sent_start[arrived]
+        p.sent_start[arrived] = -1
         value = np.zeros((qn, a, h, 2))
         mask = np.zeros((qn, a), dtype=bool)
         ctrl_set = set(int(i) for i in self.controlled)
@@ -302,9 +328,10 @@ class DiffusionPolicy:
                 self.plans.ctrl[b, slot] = ctrl_np[qi, best, r]
                 self.plans.start[b, slot] = st.step[b]
                 self.plans.xy[b, slot] = to_world(states_np[qi, best, r][None, :, :2], frame)[0]
-                if self._delivered(b):
-                    self.plans.shared_ctrl[b, slot] = ctrl_np[qi, best, r]
-                    self.plans.shared_start[b, slot] = st.step[b] + int(round(self.v2v_delay / self.dt))
+                if self._delivered(b):  # broadcast: received v2v_delay later (a newer plan supersedes it)
+                    self.plans.sent_ctrl[b, slot] = ctrl_np[qi, best, r]
+                    self.plans.sent_start[b, slot] = st.step[b]
+                    self.plans.sent_arrival[b, slot] = st.step[b] + int(round(self.v2v_delay / self.dt))
                 if rec is not None:
                     rec.plans[(b, slot)] = self.plans.xy[b, slot].copy()
                     cands = to_world(states_np[qi, :, r, :, :2], np.repeat(frame, states_np.shape[1], 0))

@@ -3,6 +3,7 @@
     drivediff scenarios                          list the scenario catalog
     drivediff simulate SCENARIO [options]        run a scenario, print a summary, optionally write a log
     drivediff bench sim [--json]                 simulator speed, side by side with highway-env
+    drivediff bench sweep | train                sweep throughput per backend, DDP training speed
     drivediff demo                               the main job on the default scenario
 
 Errors in user input (scenario files, options, logs) print a message and exit with status 2, without a
@@ -12,9 +13,11 @@ traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -171,20 +174,24 @@ def collect_cmd(
     out: Path = typer.Option(..., help="output folder for the shards"),
     seed: int = typer.Option(0, min=0),
     worlds: int = typer.Option(4, min=1, help="worlds per episode"),
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
 ):
-    """Roll out expert traffic and write training windows (resumable: existing shards are kept)."""
-    from rich.progress import Progress
+    """Roll out expert traffic and write training windows (resumable: existing shards are kept).
 
-    from drivediff.planner.data import DEFAULT_SCENARIOS, collect
+    One task per (scenario, episode) shard; the shards are the same whatever --backend and --workers."""
+    from drivediff.experiments.collect_parallel import collect_parallel
+    from drivediff.planner.data import DEFAULT_SCENARIOS
     from drivediff.scenarios import get_scenario
 
     names = list(scenarios) if scenarios else list(DEFAULT_SCENARIOS)
     for name in names:
         get_scenario(name)  # fail early on a bad name or file
-    with Progress(console=err_console) as prog:
-        task = prog.add_task("collecting", total=len(names) * episodes)
-        paths = collect(names, episodes, out, seed=seed, num_worlds=worlds,
-                        progress=lambda done, total, sc: prog.update(task, completed=done, description=sc))
+    scale = _scale_options(backend, workers, address)
+    prog, update = _experiment_progress("shards")
+    with prog:
+        paths = collect_parallel(names, episodes, out, seed=seed, num_worlds=worlds, progress=update, **scale)
     import numpy as _np
 
     count = 0
@@ -203,16 +210,22 @@ def train_cmd(
     minutes: float = typer.Option(9.0, min=0.0, help="wall-clock budget (whichever ends first)"),
     batch_size: int = typer.Option(256, min=1),
     lr: float = typer.Option(1e-3, min=0.0),
+    warmup: int = typer.Option(200, min=1, help="learning-rate warm-up steps"),
     seed: int = typer.Option(0, min=0),
 ):
-    """Train the diffusion planner (single process, or under torchrun for DDP)."""
+    """Train the diffusion planner (single process, or under torchrun for DDP).
+
+    Data-parallel: torchrun --nproc_per_node N -m drivediff.cli train ... (--batch-size is the global batch)."""
+    import contextlib
+
     from rich.progress import Progress
 
-    from drivediff.planner.train import TrainConfig, train
+    from drivediff.planner.train import TrainConfig, _dist_info, train
 
-    tcfg = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, seed=seed)
-    with Progress(console=err_console) as prog:
-        task = prog.add_task("training", total=steps)
+    tcfg = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed)
+    rank0 = _dist_info()[0] == 0  # under torchrun only rank 0 shows progress and prints
+    with Progress(console=err_console) if rank0 else contextlib.nullcontext() as prog:
+        task = prog.add_task("training", total=steps) if rank0 else None
         res = train(data, out, tcfg=tcfg, device=device,
                     progress=lambda k, total, loss: prog.update(task, completed=k,
                                                                 description=f"training (loss {loss:.4f})"))
@@ -232,12 +245,17 @@ def bench_sim_cmd(
 
     results = run_sim_bench(quick=quick, with_highway_env=highway_env,
                             progress=None if json_out else err_console)
+    from drivediff.experiments.bench import print_sim_bench
+
+    _emit(results, print_sim_bench, json_out)
+
+
+def _emit(results: dict, printer, json_out: bool) -> None:
+    """A benchmark's results: JSON on stdout (--json) or its rich tables."""
     if json_out:
         print(json.dumps(results, indent=2))
     else:
-        from drivediff.experiments.bench import print_sim_bench
-
-        print_sim_bench(results, console)
+        printer(results, console)
 
 
 @bench_app.command("env")
@@ -250,10 +268,7 @@ def bench_env_cmd(
     from drivediff.experiments.bench_env import print_env_bench, run_env_bench
 
     res = run_env_bench(quick=quick, with_highway_env=highway_env, progress=None if json_out else err_console)
-    if json_out:
-        print(json.dumps(res, indent=2))
-    else:
-        print_env_bench(res, console)
+    _emit(res, print_env_bench, json_out)
 
 
 @bench_app.command("planner")
@@ -267,20 +282,89 @@ def bench_planner_cmd(
     from drivediff.experiments.bench_planner import print_planner_bench, run_planner_bench
 
     results = run_planner_bench(checkpoint, quick=quick, candidates=candidates)
-    if json_out:
-        print(json.dumps(results, indent=2))
-    else:
-        print_planner_bench(results, console)
+    _emit(results, print_planner_bench, json_out)
 
 
-def _experiment_progress():
-    from rich.progress import Progress
+# Where the cells of a sweep run: the same three options on `collect` and every `experiment` command.
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="local: worker processes on this machine | ray: Ray tasks (pip install 'drivediff\\[ray]')")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", min=1, help="cells at once (local: worker processes, default 1; ray: default all CPUs)")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", envvar="RAY_ADDRESS", help="ray: an existing cluster (HOST:PORT or auto); default: start one here")]
 
-    prog = Progress(console=err_console)
-    task = prog.add_task("cells", total=None)
+
+def _scale_options(backend: str, workers: int | None, address: str | None) -> dict:
+    """Check --backend/--workers/--address before any work; returns the keyword arguments of
+    ``run_tasks`` (``backend``, ``workers``, ``address``)."""
+    from drivediff.experiments.runner import check_backend
+
+    check_backend(backend)  # an unknown backend, or ray not installed: a clean error now
+    if backend == "ray" and address:
+        os.environ["RAY_ADDRESS"] = address  # Ray's own variable: reaches experiments that take no address
+    return {"backend": backend, "workers": workers, "address": address if backend == "ray" else None}
+
+
+@bench_app.command("sweep")
+def bench_sweep_cmd(
+    experiment: str = typer.Option("demo", help="whose quick sweep: demo | planner | safety | platoon"),
+    configs: str = typer.Option("local:1,local:2,ray", help="backends to time: local:N, ray or ray:N, comma-separated"),
+    address: AddressOpt = None,
+    checkpoint: Path = typer.Option(None, help="planner checkpoint for planner/safety (default: the shipped one)"),
+    json_out: bool = typer.Option(False, "--json", help="print machine-readable JSON only"),
+):
+    """Sweep throughput (cells per minute) per backend and worker count, on one experiment's quick sweep."""
+    from drivediff.experiments.bench_scale import parse_configs, print_sweep_bench, run_sweep_bench
+
+    cfgs = parse_configs(configs)
+    if any(b == "ray" for b, _ in cfgs):
+        _scale_options("ray", None, address)
+    res = run_sweep_bench(experiment, cfgs, address=address, checkpoint=str(checkpoint) if checkpoint else None,
+                          progress=None if json_out else (lambda msg: err_console.print(msg, end="\r")))
+    _emit(res, print_sweep_bench, json_out)
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    procs: str = typer.Option("1,2", help="DDP process counts to time, comma-separated"),
+    steps: int = typer.Option(60, min=2),
+    batch_size: int = typer.Option(128, min=1, help="global batch (split across the processes)"),
+    data: Path = typer.Option(None, help="shards to train on (default: a small merge collection)"),
+    threads: int = typer.Option(None, min=1, help="torch threads per process (default: CPUs / processes)"),
+    json_out: bool = typer.Option(False, "--json", help="print machine-readable JSON only"),
+):
+    """Training steps/s of `drivediff train` under torchrun with 1, 2, ... CPU processes (gloo)."""
+    from drivediff.experiments.bench_scale import print_train_bench, run_train_bench
+
+    try:
+        counts = [int(p) for p in procs.split(",") if p.strip()]
+    except ValueError:
+        _fail(f"--procs: expected comma-separated integers, got {procs!r}")
+    res = run_train_bench(counts, steps, batch_size, data, threads, progress=None if json_out else err_console.print)
+    _emit(res, print_train_bench, json_out)
+
+
+def _experiment_progress(unit: str = "cells"):
+    """A progress bar and its ``update(done, total, key)``: done / total, and throughput since the start
+    (cells found finished in the run folder do not count towards it)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err_console)
+    task = prog.add_task(unit, total=None, rate="")
+    start: dict = {}
 
     def update(done, total, key):
-        prog.update(task, completed=done, total=total, description=f"cells ({key})")
+        now = time.perf_counter()
+        start.setdefault("t", now)
+        start.setdefault("done", done)
+        new, elapsed = done - start["done"], now - start["t"]
+        rate = ""
+        if new > 0 and elapsed > 0:
+            per_min = 60.0 * new / elapsed
+            eta = (total - done) / per_min * 60.0
+            rate = f"{per_min:.1f} {unit}/min, {eta // 60:.0f}:{eta % 60:02.0f} left"
+        prog.update(task, completed=done, total=total, description=f"{unit} ({key})", rate=rate)
 
     return prog, update
 
@@ -291,12 +375,15 @@ def experiment_planner_cmd(
     quick: bool = typer.Option(False, help="a small budget (minutes), for smoke tests"),
     checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
     episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
-    workers: int = typer.Option(1, min=1, help="local worker processes"),
-    backend: str = typer.Option("local", help="local | ray"),
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
     seed: int = typer.Option(0, min=0),
 ):
     """Closed loop (collisions, off-road, progress) and open loop (ADE/FDE) evaluation of the planner."""
     from drivediff.experiments.planner_eval import PlannerEvalConfig, main, report
+
+    scale = _scale_options(backend, workers, address)  # the address reaches Ray through $RAY_ADDRESS
 
     kw = {"checkpoint": str(checkpoint) if checkpoint else None, "seed": seed}
     if episodes:
@@ -304,9 +391,48 @@ def experiment_planner_cmd(
     cfg = PlannerEvalConfig.quick(**kw) if quick else PlannerEvalConfig(**kw)
     prog, update = _experiment_progress()
     with prog:
-        metrics = main(cfg, out, workers=workers, backend=backend, progress=update)
+        metrics = main(cfg, out, workers=scale["workers"], backend=scale["backend"], progress=update)
     console.print(report(metrics, cfg))
     console.print(f"run folder: {out}")
+
+
+@exp_app.command("platoon")
+def experiment_platoon_cmd(
+    out: Path = typer.Option(Path("runs/platoon"), help="run folder (an interrupted run resumes here)"),
+    quick: bool = typer.Option(False, help="a small sweep (well under 2 minutes), for smoke tests"),
+    seeds: int = typer.Option(None, help="worlds (seeds) per cell (default 5; --quick: 2)"),
+    scenarios: str = typer.Option(None, help="comma-separated: braking, sine, cut-in, join, ring, merge"),
+    methods: str = typer.Option(None, help="comma-separated: idm, acc, cacc (and registered methods)"),
+    policies: bool = typer.Option(False, help="drive IDM/ACC/CACC through their numpy policies, not in-kernel"),
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    seed: int = typer.Option(0, min=0),
+):
+    """Platoon coordination: string stability, safety, comfort and efficiency of IDM, ACC and CACC across
+    scenarios, time gaps, V2V delays and packet loss (plus the theoretical CACC bound)."""
+    from drivediff.experiments.platoon import PlatoonConfig, headline, main
+
+    scale = _scale_options(backend, workers, address)
+    kw: dict = {"seed": seed, "in_kernel": not policies}
+    if seeds is not None:
+        kw["seeds"] = seeds
+    for name, value in (("scenarios", scenarios), ("methods", methods)):
+        if value is not None:
+            kw[name] = tuple(v.strip() for v in value.split(",") if v.strip())
+    cfg = PlatoonConfig.quick_config(**kw) if quick else PlatoonConfig(**kw)
+    prog, update = _experiment_progress()
+    with prog:
+        metrics = main(cfg, out, workers=scale["workers"], backend=scale["backend"], progress=update,
+                       address=scale["address"])
+    rows = headline(metrics, cfg)
+    table = Table(title="platoon experiment, nominal settings (full tables: report.md)")
+    for col in (rows[0] if rows else {}):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console.print(table)
+    console.print(f"run folder: {out} (report.md, metrics.json, runs.csv, plots/)")
 
 
 @app.command("replay")
@@ -332,10 +458,7 @@ def bench_render_cmd(
     from drivediff.render.bench import print_render_bench, run_render_bench
 
     results = run_render_bench(quick=quick)
-    if json_out:
-        print(json.dumps(results, indent=2))
-    else:
-        print_render_bench(results, console)
+    _emit(results, print_render_bench, json_out)
 
 
 @app.command("demo")
@@ -346,11 +469,27 @@ def demo_cmd(out: Path = typer.Option(Path("out/demo"), help="output folder")):
                  set_=[], render=False)
 
 
+def _click_exceptions() -> tuple[type, ...]:
+    """Click's usage-error classes: typer >= 0.20 raises those of its bundled copy of click."""
+    import click
+
+    kinds = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+
+        kinds.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)  # click returns the code of a typer.Exit here
     except DrivediffError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)  # keep [brackets] in messages
         return 2
     except typer.Exit as e:
         return e.exit_code
@@ -360,10 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors (a bad option value, a missing argument)
+        if isinstance(e, _click_exceptions()):
             e.show()
             return e.exit_code
         raise

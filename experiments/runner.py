@@ -1,4 +1,4 @@
-"""Cells of an experiment: run, persist, resume.
+"""Cells of an experiment: run, persist, resume, on one machine or a Ray cluster.
 
 An experiment is a list of *cells* (one combination of scenario, method, parameters), each producing a
 list of per-episode result rows. Each cell's result is written atomically to ``RUN/cells/<key>.json`` as
@@ -6,10 +6,25 @@ soon as it finishes; a rerun of the same run folder skips finished cells, so an 
 and redoes only unfinished cells. Every cell is seeded from the run seed and the cell's key (a stable
 hash), never from the order in which workers pick cells up: results do not depend on the backend or the
 number of workers.
+
+Underneath, a *task* is one unit of work: a worker computes ``fn(*args)`` and the driver (this process)
+stores what comes back. Workers never write into the run folder, so a cluster needs no shared file
+system, and each result is stored exactly once. Backends:
+
+- ``local`` (default): ``workers`` spawned processes on this machine (1 by default). A worker that dies
+  mid-task (killed, out of memory, a crash in native code) takes down its pool: the tasks it had in flight
+  are retried in a fresh pool, at most ``max_retries`` times each.
+- ``ray``: tasks become Ray tasks on a local Ray instance or an existing cluster (``address``); see
+  ``drivediff.experiments.ray_backend``.
+
+Every worker runs one thread (Numba, OpenMP/torch, BLAS), whatever the backend: the cell's numbers then
+cannot depend on how many threads the machine it landed on had, and N workers use N cores.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -20,11 +35,27 @@ from pathlib import Path
 from drivediff.errors import DrivediffError
 from drivediff.io import atomic_write
 
+BACKENDS = ("local", "ray")
+MAX_RETRIES = 3  # per task, after its worker died (exceptions raised by the task itself are not retried)
+# thread counts of every worker process (set before numba / torch are imported there)
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+Progress = Callable[[int, int, str], None]  # (tasks done, total, key of the last one)
+
 
 @dataclass(frozen=True)
 class Cell:
     key: str  # unique, file-name safe
     params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: a worker runs ``fn(*args)``; the driver passes the result to ``store``."""
+
+    key: str
+    fn: Callable  # module-level (shipped to workers by reference)
+    args: tuple = ()
 
 
 def cell_seed(run_seed: int, key: str) -> int:
@@ -67,14 +98,29 @@ def load_cell(run_dir: Path, key: str) -> list[dict] | None:
         return None  # a damaged result is redone
 
 
+def check_backend(backend: str) -> None:
+    """Fail early (before any work) on an unknown backend or a missing optional dependency."""
+    if backend not in BACKENDS:
+        raise DrivediffError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
+    if backend == "ray":
+        from drivediff.experiments.ray_backend import require_ray
+
+        require_ray()
+
+
 def run_cells(run_dir: Path, cells: Sequence[Cell], fn: Callable[[Cell, int], list[dict]], run_seed: int = 0,
-              backend: str = "local", workers: int = 1, progress: Callable[[int, int, str], None] | None = None,
-              ray_address: str | None = None) -> list[dict]:
+              backend: str = "local", workers: int | None = None, progress: Progress | None = None,
+              ray_address: str | None = None, max_retries: int = MAX_RETRIES) -> list[dict]:
     """Run every unfinished cell; returns all rows (each tagged with its cell key), in cell order.
 
-    ``fn(cell, seed)`` must be a module-level function (it is shipped to worker processes).
+    Args:
+        fn: ``fn(cell, seed) -> rows``, a module-level function (it is shipped to worker processes).
+        workers: cells run at once (local: worker processes, default 1; ray: default all the cluster's CPUs).
+        progress: ``progress(done, total, key)`` after each cell (and once before the first).
+        ray_address: an existing Ray cluster (default: ``$RAY_ADDRESS``, else a local Ray instance).
     """
     run_dir = Path(run_dir)
+    check_backend(backend)
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise DrivediffError("cell keys must be unique")
@@ -82,14 +128,11 @@ def run_cells(run_dir: Path, cells: Sequence[Cell], fn: Callable[[Cell, int], li
     done = len(cells) - len(todo)
     if progress is not None:
         progress(done, len(cells), "resuming" if done else "starting")
-    if backend == "local":
-        _run_local(run_dir, todo, fn, run_seed, workers, progress, done, len(cells))
-    elif backend == "ray":
-        from drivediff.experiments.ray_backend import run_ray  # optional extra
-
-        run_ray(run_dir, todo, fn, run_seed, progress, done, len(cells), ray_address)
-    else:
-        raise DrivediffError(f"unknown backend {backend!r} (local, ray)")
+    by_key = {c.key: c for c in todo}
+    tasks = [Task(c.key, compute_cell, (c, fn, run_seed)) for c in todo]
+    run_tasks(tasks, lambda task, rows: store_cell(run_dir, by_key[task.key], rows), backend=backend,
+              workers=workers, progress=progress, done=done, total=len(cells), address=ray_address,
+              max_retries=max_retries)
     rows = []
     for c in cells:
         got = load_cell(run_dir, c.key)
@@ -99,37 +142,113 @@ def run_cells(run_dir: Path, cells: Sequence[Cell], fn: Callable[[Cell, int], li
     return rows
 
 
-def execute_cell(run_dir: Path, cell: Cell, fn, run_seed: int) -> str:
-    """Run one cell and persist its rows (what each worker does)."""
-    rows = fn(cell, cell_seed(run_seed, cell.key))
+def compute_cell(cell: Cell, fn, run_seed: int) -> list[dict]:
+    """What a worker does for a cell: its rows, seeded from the run seed and the cell key only."""
+    return fn(cell, cell_seed(run_seed, cell.key))
+
+
+def store_cell(run_dir: Path, cell: Cell, rows: list[dict]) -> None:
     write_json(_cell_file(Path(run_dir), cell.key), {"cell": cell.key, "params": cell.params, "rows": rows})
-    return cell.key
 
 
-def _run_local(run_dir, todo, fn, run_seed, workers, progress, done, total):
-    if workers <= 1 or len(todo) <= 1:
-        for c in todo:
-            execute_cell(run_dir, c, fn, run_seed)
-            done += 1
-            if progress is not None:
-                progress(done, total, c.key)
+def run_tasks(tasks: Sequence[Task], store: Callable[[Task, object], None], backend: str = "local",
+              workers: int | None = None, progress: Progress | None = None, done: int = 0,
+              total: int | None = None, address: str | None = None, max_retries: int = MAX_RETRIES) -> None:
+    """Run every task on a backend; ``store(task, result)`` runs here, once per task, as each one finishes.
+
+    ``done`` and ``total`` only feed ``progress`` (tasks finished before this call, and the run's size).
+    """
+    check_backend(backend)
+    total = done + len(tasks) if total is None else total
+    if not tasks:
         return
+    if backend == "ray":
+        from drivediff.experiments.ray_backend import run_ray
+
+        run_ray(tasks, store, workers=workers, progress=progress, done=done, total=total, address=address,
+                max_retries=max_retries)
+    else:
+        _run_local(tasks, store, workers or 1, progress, done, total, max_retries)
+
+
+@contextlib.contextmanager
+def _worker_env():
+    """Spawned workers inherit this process's environment: one thread each, set before they import numba."""
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_local(tasks, store, workers, progress, done, total, max_retries):
+    pending = collections.deque(tasks)
+    attempts: dict[str, int] = {}
+    count = [done]
+    while pending:
+        lost = _run_pool(pending, store, min(workers, len(pending)), attempts, count, total, progress)
+        for t in lost:
+            if attempts[t.key] > max_retries:
+                hint = ("; a script that starts a run needs the `if __name__ == '__main__':` guard (workers are "
+                        "spawned and import it)") if count[0] == done else ""
+                raise DrivediffError(f"{t.key}: its worker process died {attempts[t.key]} times (killed, out of "
+                                     f"memory or crashed in native code); finished results are kept, rerun to "
+                                     f"resume{hint}")
+        pending.extendleft(reversed(lost))  # retried first, in a fresh pool
+
+
+def _run_pool(pending, store, workers, attempts, count, total, progress) -> list[Task]:
+    """Feed tasks from ``pending`` to one pool of spawned workers (at most ``workers`` in flight) until all
+    are done or a worker dies; returns the tasks that were in flight when the pool broke."""
     import concurrent.futures as cf
     import multiprocessing as mp
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited Numba/torch thread state
-    env_threads = os.environ.get("NUMBA_NUM_THREADS")
-    os.environ["NUMBA_NUM_THREADS"] = "1"
+    running: dict[cf.Future, Task] = {}
+    with _worker_env():  # spawn: fresh interpreters, no inherited Numba/torch thread state
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
     try:
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {pool.submit(execute_cell, run_dir, c, fn, run_seed): c for c in todo}
-            for fut in cf.as_completed(futs):
-                key = fut.result()
-                done += 1
-                if progress is not None:
-                    progress(done, total, key)
-    finally:
-        if env_threads is None:
-            os.environ.pop("NUMBA_NUM_THREADS", None)
-        else:
-            os.environ["NUMBA_NUM_THREADS"] = env_threads
+        broken = False
+        while (pending or running) and not broken:
+            while pending and len(running) < workers:
+                t = pending.popleft()
+                try:
+                    with _worker_env():  # workers start on demand
+                        fut = pool.submit(t.fn, *t.args)
+                except BrokenProcessPool:
+                    pending.appendleft(t)
+                    broken = True
+                    break
+                attempts[t.key] = attempts.get(t.key, 0) + 1
+                running[fut] = t
+            if not running:
+                break
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                if isinstance(fut.exception(), BrokenProcessPool):
+                    broken = True
+                else:
+                    _finish(running.pop(fut), fut, store, count, total, progress)
+        if broken:
+            cf.wait(running)  # a broken pool fails every future still pending at once
+            for fut in [f for f in running if f.exception() is None]:
+                _finish(running.pop(fut), fut, store, count, total, progress)
+        pool.shutdown(wait=True)
+        return list(running.values())
+    except BaseException:  # a task raised, or Ctrl-C: stop the other workers now rather than after their task
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
+def _finish(task, fut, store, count, total, progress):
+    store(task, fut.result())  # an exception raised by the task itself is raised here
+    count[0] += 1
+    if progress is not None:
+        progress(count[0], total, task.key)

@@ -39,6 +39,8 @@ def test_simulate_writes_a_log_and_prints_a_summary(tmp_path):
     (("simulate", "merge", "--set", "traffic.colour=red"), "unknown field"),
     (("simulate", "missing/dir/x.yaml"), "not found"),
     (("simulate", "merge", "--steps", "5", "--duration", "3"), "not both"),
+    (("simulate", "merge", "--seed", "-1"), "--seed"),  # option bounds (typer's bundled click)
+    (("simulate",), "Missing argument"),
 ])
 def test_bad_input_exits_nonzero_without_traceback(args, fragment):
     out = run(*args)

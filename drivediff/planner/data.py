@@ -48,28 +48,51 @@ def randomize_drivers(world, rng: np.random.Generator) -> None:
     st.politeness[:] = rng.uniform(0.0, 0.5, shape)
 
 
-def perturb(world, rng: np.random.Generator, prob: float, max_offset: float = 0.8, max_heading: float = 0.08):
+def perturb(world, rng: np.random.Generator, prob: float, max_offset: float = 1.0, max_heading: float = 0.05):
     """Displace random vehicles sideways and turn them a little (DART-style noise injection): their
     lane-tracking controller then demonstrates the recovery the planner must learn, which expert data
     without perturbations never shows. Vehicles in junctions, changing lanes or with a vehicle close beside
-    them are left alone. Returns the (B, N) mask of displaced vehicles."""
+    them are left alone. Returns the (B, N) mask of displaced vehicles and their lateral offsets [m] and
+    heading changes [rad] (zero elsewhere)."""
     st = world.state
     pick = st.valid & ~st.collided & (rng.random(st.valid.shape) < prob) & (st.lane >= 0) & (st.speed > 5.0)
     pick &= st.target_lane == st.lane
     junction = np.asarray(world.road.junction)[np.maximum(st.lane, 0)]
     pick &= ~junction
+    offset = np.zeros(st.valid.shape)
+    dyaw = np.zeros(st.valid.shape)
     for b, i in zip(*np.nonzero(pick), strict=True):
         near = np.hypot(st.x[b] - st.x[b, i], st.y[b] - st.y[b, i]) < 8.0
         near[i] = False
         if (near & st.valid[b]).any():
             pick[b, i] = False
             continue
-        off = rng.uniform(-max_offset, max_offset)
-        st.x[b, i] -= off * np.sin(st.yaw[b, i])
-        st.y[b, i] += off * np.cos(st.yaw[b, i])
-        st.yaw[b, i] += rng.uniform(-max_heading, max_heading)
+        offset[b, i] = rng.uniform(-max_offset, max_offset)
+        dyaw[b, i] = rng.uniform(-max_heading, max_heading)
+        st.x[b, i] -= offset[b, i] * np.sin(st.yaw[b, i])
+        st.y[b, i] += offset[b, i] * np.cos(st.yaw[b, i])
+        st.yaw[b, i] += dyaw[b, i]
     world.refresh()
-    return pick
+    return pick, offset, dyaw
+
+
+def rewrite_drift_history(rec: dict, at: int, moved: np.ndarray, offset: np.ndarray, dyaw: np.ndarray, span: int,
+                          dt: float) -> None:
+    """Make a displacement look like a slow drift in the record: for the ``span`` recorded steps before index
+    ``at`` (the first step after the displacement), each displaced vehicle is moved sideways onto the path
+    it would have followed had it been drifting at the heading error ``dyaw`` to arrive at ``offset`` (and
+    its heading turned by ``dyaw``). Windows that start after the displacement then see a vehicle that
+    drifted off its lane centre and recovers -- what the planner meets in closed loop -- instead of a jump.
+    The step where the rewritten stretch begins is flagged in ``rec["jump"]`` (in place)."""
+    lo = max(at - span, 0)
+    for b, i in zip(*np.nonzero(moved), strict=True):
+        r = np.arange(lo, at)
+        yaw = rec["yaw"][b, r, i]
+        lateral = offset[b, i] - (at - r) * dt * rec["speed"][b, r, i] * np.sin(dyaw[b, i])
+        rec["x"][b, r, i] -= lateral * np.sin(yaw)
+        rec["y"][b, r, i] += lateral * np.cos(yaw)
+        rec["yaw"][b, r, i] = yaw + dyaw[b, i]
+        rec["jump"][b, lo, i] = True
 
 
 def to_plan_steps(rec: dict, initial: dict, m: int) -> dict:
@@ -146,7 +169,7 @@ def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: n
 
 
 def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: int = 4, duration: float | None = None,
-                    perturb_prob: float = 0.15, perturb_every: float = 1.0) -> dict | None:
+                    perturb_prob: float = 0.2, perturb_every: float = 1.0) -> dict | None:
     """Roll out ``num_worlds`` worlds of expert traffic (with DART-style displacements every
     ``perturb_every`` seconds, each vehicle with probability ``perturb_prob``) and cut them into windows."""
     from drivediff.sim import World
@@ -161,21 +184,20 @@ def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: in
     steps = int(round((duration or world.config.duration) / world.dt))
     steps -= steps % m
     chunk = max(m, int(round(perturb_every / world.dt)) // m * m)
-    parts, done = [], 0
+    parts, events, done = [], [], 0
     while done < steps:
         n = min(chunk, steps - done)
         part = world.run(n, record=True)
-        part["jump"] = np.zeros_like(part["valid"])
+        parts.append(part)
         done += n
         if perturb_prob > 0 and done < steps:
-            moved = perturb(world, rng, perturb_prob)
-            part["jump_next"] = moved
-        parts.append(part)
-    for k in range(1, len(parts)):  # the displacement shows in the first step of the next chunk
-        if "jump_next" in parts[k - 1]:
-            parts[k]["jump"][:, 0] = parts[k - 1]["jump_next"]
-    rec = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0] if k not in ("t", "jump_next")}
+            events.append((done, *perturb(world, rng, perturb_prob)))
+    rec = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0] if k != "t"}
     rec["t"] = np.concatenate([p["t"] for p in parts])
+    rec["jump"] = np.zeros_like(rec["valid"])
+    for at, moved, offset, dyaw in events:  # the displacement shows in the first step after it
+        rec["jump"][:, at] |= moved
+        rewrite_drift_history(rec, at, moved, offset, dyaw, cfg.history * m, world.dt)
     lanes = LaneIndex.from_road(world.road)
     parts = []
     for b in range(num_worlds):

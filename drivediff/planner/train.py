@@ -4,8 +4,18 @@
 
 Writes ``CKPT`` (inference checkpoint: EMA weights, normaliser, config), ``CKPT.train-state.pt`` (optimiser,
 step, random state: an interrupted run resumes from it), ``CKPT.loss.csv`` and ``CKPT.loss.png``. Every file
-is written atomically. Under ``torchrun`` (PyTorch DDP: gloo on CPU, nccl on GPU) gradients are averaged
-across processes, each process draws its batches from its own part of the data, and only rank 0 writes.
+is written atomically.
+
+Data-parallel training runs the same command under ``torchrun`` (PyTorch DDP: gloo on CPU, nccl on GPU):
+
+    torchrun --nproc_per_node N -m drivediff.cli train --data DIR --out CKPT ...
+
+Every rank reads the shards and fits the same normaliser; rank r draws its batches from windows r, r + N,
+r + 2N, ... with its own noise stream, ``batch_size / N`` windows per step, so the global batch, the
+learning-rate schedule and the loss curve stay those of a 1-process run. Gradients are averaged across
+ranks (DDP), the logged loss is the all-rank mean, ranks stop together (step count or time budget), and
+only rank 0 writes the checkpoint, the training state and the loss curve. Resuming works as in one process
+(every rank reads ``CKPT.train-state.pt``), also with a different number of processes.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from drivediff.planner.checkpoint import atomic_save, save_checkpoint
 from drivediff.planner.config import PlannerConfig
 from drivediff.planner.data import load_shards
 from drivediff.planner.denoiser import Denoiser
+from drivediff.planner.dynamics import clip_controls
 from drivediff.planner.normalizer import Normalizer
 from drivediff.planner.schedulers import NoiseSchedule
 
@@ -62,6 +73,27 @@ def _dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+RANK_STREAM = 1_000_003  # offset between the random streams of DDP ranks (rank 0 keeps the 1-process stream)
+
+
+def _all_ranks_mean(value: float, dev: torch.device, world: int) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64 if dev.type == "cpu" else torch.float32, device=dev)
+    dist.all_reduce(t)
+    return float(t) / world
+
+
+def _any_rank(flag: bool, dev: torch.device) -> bool:
+    """True on every rank if ``flag`` is True on one: ranks stop together (a rank leaving early would
+    leave the others waiting in the gradient all-reduce forever)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def masked_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the valid (agent, step, channel) entries. mask: (B, A, D) float."""
     return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
@@ -75,8 +107,7 @@ class Batches:
         idx = np.arange(n)[rank::world]
         self.cond = {k: torch.as_tensor(data[k][idx]).to(device) for k in COND_KEYS}
         ctrl = torch.as_tensor(data["fut_ctrl"][idx]).to(device)
-        self.x0 = normalizer.encode(ctrl.clamp(torch.tensor([cfg.accel_min, -cfg.steer_max], device=device),
-                                               torch.tensor([cfg.accel_max, cfg.steer_max], device=device)))
+        self.x0 = normalizer.encode(clip_controls(ctrl, cfg))
         fut = torch.as_tensor(data["fut_mask"][idx]).to(device) & self.cond["agent_mask"][..., None]
         if cfg.basis:  # coefficients summarise the whole horizon: only agents known throughout count
             mask = fut.all(dim=-1, keepdim=True).expand(-1, -1, cfg.control_dim)
@@ -84,7 +115,7 @@ class Batches:
             mask = fut.repeat_interleave(2, dim=-1)  # both channels per step
         self.mask = mask.float()
         self.n = len(idx)
-        self.gen = torch.Generator(device="cpu").manual_seed(seed + rank)
+        self.gen = torch.Generator(device="cpu").manual_seed(seed + RANK_STREAM * rank)
 
     def sample(self, batch_size: int):
         i = torch.randint(0, self.n, (batch_size,), generator=self.gen).to(self.x0.device)
@@ -158,10 +189,11 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model)
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     batches = Batches(data, normalizer, cfg, dev, rank, world, tcfg.seed + step)
     schedule = NoiseSchedule(cfg.train_timesteps, cfg.schedule)
-    gen = torch.Generator(device="cpu").manual_seed(tcfg.seed * 7 + step)
+    # each rank draws its own noise levels and noise (rank 0's are those of a 1-process run)
+    gen = torch.Generator(device="cpu").manual_seed(tcfg.seed * 7 + step + RANK_STREAM * rank)
     t_start = time.perf_counter()
     per_rank = max(1, tcfg.batch_size // world)
 
@@ -184,7 +216,10 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
     model.train()
     running = None
     while step < tcfg.steps:
-        if elapsed0 + time.perf_counter() - t_start > 60.0 * tcfg.minutes:
+        over = elapsed0 + time.perf_counter() - t_start > 60.0 * tcfg.minutes
+        if ddp:
+            over = _any_rank(over, dev)
+        if over:
             break
         cond, x0, mask = batches.sample(per_rank)
         t = torch.randint(0, schedule.num_timesteps, (per_rank,), generator=gen).to(dev)
@@ -202,12 +237,8 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
                 pe.lerp_(pm, 1.0 - tcfg.ema)
         step += 1
         lv = float(loss.detach())
-        if ddp:
-            import torch.distributed as dist
-
-            lt = torch.tensor([lv], device=dev)
-            dist.all_reduce(lt)
-            lv = float(lt) / world
+        if ddp:  # the curve shows the loss of the whole (all-rank) batch
+            lv = _all_ranks_mean(lv, dev, world)
         running = lv if running is None else 0.98 * running + 0.02 * lv
         if step % 25 == 0 or step == 1 or step == tcfg.steps:
             curve.append({"step": step, "loss": running, "lr": lr_at(step),
