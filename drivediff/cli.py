@@ -70,6 +70,8 @@ def simulate_cmd(
     mode: str = typer.Option("decentralized", help="diffusion planner: decentralized | centralized | communication"),
     sampling_steps: int = typer.Option(10, min=1, help="diffusion planner: denoising steps"),
     candidates: int = typer.Option(4, min=1, help="diffusion planner: candidate plans per query"),
+    guidance: bool = typer.Option(True, help="diffusion planner: safety guidance while denoising (all layers)"),
+    guidance_scale: float = typer.Option(1.0, min=0.0, help="diffusion planner: guidance gradient scale"),
 ):
     """Run a scenario and print a summary (controlled vehicles driven by --policy)."""
     from drivediff.scenarios import parse_set_options
@@ -83,7 +85,8 @@ def simulate_cmd(
     n = steps if steps is not None else (int(round(duration / world.dt)) if duration is not None
                                           else world.scenario.num_steps)
     world.reset(seed=seed)
-    pol = _make_policy(policy, checkpoint, mode, sampling_steps, candidates, record=log is not None, seed=seed)
+    pol = _make_policy(policy, checkpoint, mode, sampling_steps, candidates, record=log is not None, seed=seed,
+                       guidance_scale=guidance_scale if guidance else None)
     initial = world.snapshot(0)
     t0 = time.perf_counter()
     if render:
@@ -104,7 +107,8 @@ def simulate_cmd(
         summary["planning_ms"] = (float(lat.mean()), float(np.percentile(lat, 95)))
     if log is not None:
         meta = dict(scenario=world.config.name, source=world.scenario.source, seed=seed, dt=world.dt,
-                    policy=policy, mode=mode if policy == "diffusion" else None)
+                    policy=policy, mode=mode if policy == "diffusion" else None,
+                    guidance=guidance_scale if policy == "diffusion" and guidance else None)
         ep = EpisodeLog.from_recording(rec, 0, world.road, meta, initial=initial)
         if pol is not None:
             from drivediff.agents.rollout import plan_extras
@@ -118,14 +122,19 @@ def simulate_cmd(
     _print_summary(summary)
 
 
-def _make_policy(name, checkpoint, mode, sampling_steps, candidates, record, seed):
+def _make_policy(name, checkpoint, mode, sampling_steps, candidates, record, seed, guidance_scale=None):
     if name == "idm":
         return None  # the controlled vehicles keep their in-kernel IDM/MOBIL (fastest: World.run)
     from drivediff.agents import make_policy
     from drivediff.planner.sampler import SamplerConfig
 
+    kw = {}
+    if name == "diffusion" and guidance_scale is not None:
+        from drivediff.planner.guidance import GuidanceConfig
+
+        kw["guidance"] = GuidanceConfig(scale=guidance_scale)
     return make_policy(name, checkpoint=checkpoint, mode=mode, record=record, seed=seed,
-                       sampler=SamplerConfig(steps=sampling_steps, candidates=candidates))
+                       sampler=SamplerConfig(steps=sampling_steps, candidates=candidates), **kw)
 
 
 def _with_progress(n: int, run):
@@ -369,12 +378,26 @@ def _experiment_progress(unit: str = "cells"):
     return prog, update
 
 
+def _config(factory, **kw):
+    """An experiment's configuration; a bad value (an unknown scenario, method...) is a clean error."""
+    try:
+        return factory(**kw)
+    except (ValueError, TypeError) as e:
+        raise DrivediffError(str(e)) from None
+
+
+def _names(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple of names (None: not given)."""
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 @exp_app.command("planner")
 def experiment_planner_cmd(
     out: Path = typer.Option(Path("runs/planner"), help="run folder (an interrupted run resumes here)"),
     quick: bool = typer.Option(False, help="a small budget (minutes), for smoke tests"),
     checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
     episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
+    guidance: float = typer.Option(None, min=0.0, help="plan with safety guidance at this scale (default: unguided)"),
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
@@ -385,10 +408,10 @@ def experiment_planner_cmd(
 
     scale = _scale_options(backend, workers, address)  # the address reaches Ray through $RAY_ADDRESS
 
-    kw = {"checkpoint": str(checkpoint) if checkpoint else None, "seed": seed}
+    kw = {"checkpoint": str(checkpoint) if checkpoint else None, "seed": seed, "guidance": guidance}
     if episodes:
         kw["episodes"] = episodes
-    cfg = PlannerEvalConfig.quick(**kw) if quick else PlannerEvalConfig(**kw)
+    cfg = _config(PlannerEvalConfig.quick if quick else PlannerEvalConfig, **kw)
     prog, update = _experiment_progress()
     with prog:
         metrics = main(cfg, out, workers=scale["workers"], backend=scale["backend"], progress=update)
@@ -420,7 +443,7 @@ def experiment_platoon_cmd(
     for name, value in (("scenarios", scenarios), ("methods", methods)):
         if value is not None:
             kw[name] = tuple(v.strip() for v in value.split(",") if v.strip())
-    cfg = PlatoonConfig.quick_config(**kw) if quick else PlatoonConfig(**kw)
+    cfg = _config(PlatoonConfig.quick_config if quick else PlatoonConfig, **kw)
     prog, update = _experiment_progress()
     with prog:
         metrics = main(cfg, out, workers=scale["workers"], backend=scale["backend"], progress=update,
@@ -433,6 +456,51 @@ def experiment_platoon_cmd(
         table.add_row(*(str(v) for v in r.values()))
     console.print(table)
     console.print(f"run folder: {out} (report.md, metrics.json, runs.csv, plots/)")
+
+
+@exp_app.command("safety")
+def experiment_safety_cmd(
+    out: Path = typer.Option(Path("runs/safety"), help="run folder (an interrupted run resumes here)"),
+    quick: bool = typer.Option(False, help="two scenarios, two worlds each, short episodes (smoke test)"),
+    checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
+    scenarios: str = typer.Option(None, help="comma-separated: dense-highway, merge, intersection, roundabout, "
+                                             "cut-in, lead-braking"),
+    methods: str = typer.Option(None, help="comma-separated: expert, unguided, guided, guided+corr, "
+                                           "guided+corr-cen, guided+corr-com"),
+    episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
+    scale: float = typer.Option(None, min=0.0, help="guidance scale of the guided methods (default 1)"),
+    backend: BackendOpt = "local",
+    workers: WorkersOpt = None,
+    address: AddressOpt = None,
+    seed: int = typer.Option(0, min=0),
+):
+    """Safety-guided planning: collisions, off-road, TTC, comfort and progress of unguided and guided
+    diffusion planning against the expert (nuPlan-style metrics, 95% CIs, ablations, report.md)."""
+    from drivediff.experiments.safety import SafetyConfig, main, targets
+
+    scale_kw = _scale_options(backend, workers, address)
+    kw: dict = {"seed": seed, "checkpoint": str(checkpoint) if checkpoint else None}
+    for name, value in (("scenarios", _names(scenarios)), ("methods", _names(methods)), ("episodes", episodes),
+                        ("scale", scale)):
+        if value is not None:
+            kw[name] = value
+    if checkpoint is not None and not checkpoint.is_file():
+        raise DrivediffError(f"checkpoint {checkpoint} does not exist")
+    cfg = _config(SafetyConfig.quick_config if quick else SafetyConfig, **kw)
+    prog, update = _experiment_progress()
+    with prog:
+        metrics = main(cfg, out, workers=scale_kw["workers"], backend=scale_kw["backend"], progress=update,
+                       ray_address=scale_kw["address"])
+    t = metrics.get("targets") or targets(metrics["cells"])
+    table = Table(title="safety evaluation: suite means (full tables: report.md)")
+    for col in ("method", "collision rate", "progress [m]", "score", "off-road steps", "over-speed steps"):
+        table.add_column(col)
+    for method, row in t.get("suite_means", {}).items():
+        if row["collision_rate"] == row["collision_rate"]:  # methods not run are NaN
+            table.add_row(method, f"{row['collision_rate']:.3f}", f"{row['progress_m']:.1f}", f"{row['score']:.3f}",
+                          f"{row['offroad_step_share']:.2%}", f"{row['overspeed_step_share']:.2%}")
+    console.print(table)
+    console.print(f"run folder: {out} (report.md, metrics.json, episodes.csv, plots/)")
 
 
 @app.command("replay")
@@ -462,11 +530,31 @@ def bench_render_cmd(
 
 
 @app.command("demo")
-def demo_cmd(out: Path = typer.Option(Path("out/demo"), help="output folder")):
-    """The main job on the default scenario: simulate it, write the log and print the summary."""
+def demo_cmd(
+    out: Path = typer.Option(Path("out/demo"), help="output folder"),
+    agents: int = typer.Option(4, min=1, help="controlled vehicles"),
+    video: bool = typer.Option(True, help="also export the episode as a GIF (640x360)"),
+):
+    """The main job: the shipped diffusion planner (decentralised, safety-guided) drives the controlled
+    vehicles of the default scenario among IDM/MOBIL traffic; writes the log (with the plans), prints the
+    summary and exports a GIF. `drivediff replay out/demo/merge.npz` opens it in the viewer."""
+    from drivediff.planner.checkpoint import default_checkpoint
+
+    if not default_checkpoint().is_file():
+        _fail(f"the shipped planner checkpoint {default_checkpoint()} is missing (reinstall the package, or train "
+              "one: see README, 'Training the planner')")
     out.mkdir(parents=True, exist_ok=True)
-    simulate_cmd(DEFAULT_SCENARIO, seed=0, steps=None, duration=None, log=out / f"{DEFAULT_SCENARIO}.npz",
-                 set_=[], render=False)
+    log = out / f"{DEFAULT_SCENARIO}.npz"
+    simulate_cmd(DEFAULT_SCENARIO, seed=0, steps=None, duration=None, log=log, set_=[f"controlled.count={agents}"],
+                 render=False, policy="diffusion", checkpoint=None, mode="decentralized", sampling_steps=10,
+                 candidates=4, guidance=True, guidance_scale=1.0)
+    if video:
+        from drivediff.render.cli import replay
+
+        gif = out / f"{DEFAULT_SCENARIO}.gif"
+        code = replay(log, export=str(gif), fps=None, size=(640, 360), console=err_console)
+        if code:
+            raise typer.Exit(code)
 
 
 def _click_exceptions() -> tuple[type, ...]:

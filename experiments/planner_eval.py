@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivediff.experiments.runner import Cell, run_cells, write_json
+from drivediff.experiments.runner import Cell, cell_seed, run_cells, write_json
 from drivediff.io import atomic_write
 
 METHODS = ("idm", "decentralized", "centralized", "communication")
@@ -36,6 +36,7 @@ class PlannerEvalConfig:
     candidates: int = 4
     replan_every: float = 0.4  # [s]
     openloop_windows: int = 300
+    guidance: float | None = None  # safety guidance scale for the planner (None: unguided, this table)
     seed: int = 0
 
     def __post_init__(self):
@@ -57,12 +58,19 @@ def closed_loop_cell(cell: Cell, seed: int) -> list[dict]:
 
     p = cell.params
     world = World(p["scenario"], num_worlds=p["episodes"], overrides={"controlled": {"count": p["agents"]}})
-    world.reset(seed=[seed + k for k in range(p["episodes"])])
+    # every method meets the same traffic: world seeds depend on the run seed and the scenario only
+    world_seed = cell_seed(p["run_seed"], f"world-{p['scenario']}")
+    world.reset(seed=[world_seed + k for k in range(p["episodes"])])
     if p["method"] == "idm":
         pol = make_policy("idm")
     else:
+        guidance = None
+        if p.get("guidance") is not None:
+            from drivediff.planner.guidance import GuidanceConfig
+
+            guidance = GuidanceConfig(scale=p["guidance"])
         pol = make_policy("diffusion", checkpoint=p["checkpoint"], mode=p["method"], seed=seed,
-                          replan_every=p["replan_every"],
+                          replan_every=p["replan_every"], guidance=guidance,
                           sampler=SamplerConfig(steps=p["sampling_steps"], candidates=p["candidates"]))
     pol.reset(world)
     start = (world.state.x.copy(), world.state.y.copy())
@@ -71,7 +79,7 @@ def closed_loop_cell(cell: Cell, seed: int) -> list[dict]:
     rows = []
     for b in range(p["episodes"]):
         rows.append(episode_metrics(rec, b, p["agents"], world.dt, start) | {
-            "scenario": p["scenario"], "method": p["method"], "episode": b, "seed": seed + b,
+            "scenario": p["scenario"], "method": p["method"], "episode": b, "seed": world_seed + b,
             "latency_ms_mean": float(np.nanmean(lat)), "latency_ms_p95": float(np.nanpercentile(lat, 95))})
     return rows
 
@@ -128,7 +136,8 @@ def open_loop_cell(cell: Cell, seed: int) -> list[dict]:
 def _cells(cfg: PlannerEvalConfig) -> list[Cell]:
     common = {"checkpoint": cfg.checkpoint, "sampling_steps": cfg.sampling_steps, "candidates": cfg.candidates}
     cells = [Cell(f"closed-{sc}-{m}", {"scenario": sc, "method": m, "agents": cfg.agents, "episodes": cfg.episodes,
-                                       "duration": cfg.duration, "replan_every": cfg.replan_every, **common})
+                                       "duration": cfg.duration, "replan_every": cfg.replan_every,
+                                       "guidance": cfg.guidance, "run_seed": cfg.seed, **common})
              for sc in cfg.scenarios for m in cfg.methods]
     cells += [Cell(f"open-{sc}", {"scenario": sc, "windows": cfg.openloop_windows, **common}) for sc in cfg.scenarios]
     return cells
@@ -180,7 +189,9 @@ def report(metrics: dict, cfg: PlannerEvalConfig) -> str:
     lines = ["# Diffusion planner: closed-loop and open-loop evaluation", "",
              f"{cfg.agents} controlled vehicles per world, {cfg.episodes} worlds (seeds) per cell, "
              f"{cfg.duration:.0f} s episodes, {cfg.sampling_steps} sampling steps, {cfg.candidates} candidates, "
-             f"replanning every {cfg.replan_every} s. Rates: share of episodes in which any controlled vehicle "
+             f"replanning every {cfg.replan_every} s, "
+             + ("unguided sampling" if cfg.guidance is None else f"safety guidance at scale {cfg.guidance}")
+             + ". Every method meets the same worlds (seeds). Rates: share of episodes in which any controlled vehicle "
              "collided / left the road (95% Wilson interval).", "",
              "| scenario | method | collision rate | off-road rate | progress [m] | vs expert | mean speed [m/s] | "
              "planning [ms] mean / p95 |", "|---|---|---|---|---|---|---|---|"]

@@ -169,6 +169,30 @@ class Method:
             raise ValueError(f"method {self.name}: unknown axes {sorted(bad)} (choose from {AXES})")
 
 
+# weight of the spacing objective r + h v in the planner's guidance (against collision 10, road 5): the
+# platoon objective is a guidance cost, not a controller coded into the planner
+PLATOON_GAP_WEIGHT = 4.0
+
+
+def _planner_vehicle(ctx: CellContext, driver: dict) -> dict:
+    """A vehicle the planner drives: a controlled slot (IDM only until the policy takes it over)."""
+    return {"controlled": True, "behavior": "idm", "idm": {"desired_speed": driver["cruise"]},
+            "mobil": {"enabled": False}}
+
+
+def _planner_policy(mode: str):
+    def policy(world, slots, ctx: CellContext):
+        from drivediff.agents.diffusion import DiffusionPolicy
+        from drivediff.planner.guidance import GuidanceConfig
+        from drivediff.planner.sampler import SamplerConfig
+
+        guidance = GuidanceConfig(w_gap=PLATOON_GAP_WEIGHT, time_gap=ctx.time_gap, standstill=ctx.standstill)
+        return DiffusionPolicy(mode=mode, v2v_delay=ctx.delay, v2v_loss=ctx.loss, guidance=guidance,
+                               sampler=SamplerConfig(steps=5, candidates=2), seed=ctx.seed)
+
+    return policy
+
+
 METHODS: dict[str, Method] = {
     "idm": Method("idm", "human drivers: Intelligent Driver Model", (), _idm_vehicle, idm_gap,
                   _classic_policy(IDMPolicy), None, ("time_gap", "s0")),
@@ -176,6 +200,13 @@ METHODS: dict[str, Method] = {
                   constant_time_gap, _classic_policy(ACCPolicy), _cc_adopt(Behavior.ACC)),
     "cacc": Method("cacc", "CACC (Ploeg), predecessor's command over V2V", ("time_gap", "delay", "loss"),
                    _cc_vehicle("cacc"), constant_time_gap, _classic_policy(CACCPolicy), _cc_adopt(Behavior.CACC)),
+    # the shipped diffusion planner with the spacing objective as a guidance cost (not in the default sweep:
+    # --methods idm,cacc,diffusion,diffusion-comm)
+    "diffusion": Method("diffusion", "diffusion planner, decentralised, spacing guidance r + h v", ("time_gap",),
+                        _planner_vehicle, constant_time_gap, _planner_policy("decentralized"), None),
+    "diffusion-comm": Method("diffusion-comm", "diffusion planner, shared plans over V2V, spacing guidance",
+                             ("time_gap", "delay", "loss"), _planner_vehicle, constant_time_gap,
+                             _planner_policy("communication"), None),
 }
 
 

@@ -265,8 +265,9 @@ def summarize(rows: list[dict]) -> dict:
         m["ttc_below_share_pooled"] = sum(e["ttc_below"] for e in eps) / ttc_eval
         mins = np.array([e["min_ttc"] for e in eps])
         m["min_ttc_quantiles"] = {q: float(np.quantile(mins, q / 100)) for q in (5, 25, 50)}
-        m["latency_ms_mean"] = float(np.nanmean([e["lat_mean"] for e in eps]))
-        m["latency_ms_p95"] = float(np.nanmean([e["lat_p95"] for e in eps]))
+        for name, col in (("latency_ms_mean", "lat_mean"), ("latency_ms_p95", "lat_p95")):
+            lat = np.array([e[col] for e in eps], dtype=float)
+            m[name] = float(lat[np.isfinite(lat)].mean()) if np.isfinite(lat).any() else float("nan")  # expert: none
         m["fallbacks"] = int(eps[0]["fallbacks"])
         out[key] = m
     return {"cells": out, "targets": targets(out)}

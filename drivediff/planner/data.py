@@ -48,7 +48,7 @@ def randomize_drivers(world, rng: np.random.Generator) -> None:
     st.politeness[:] = rng.uniform(0.0, 0.5, shape)
 
 
-def perturb(world, rng: np.random.Generator, prob: float, max_offset: float = 1.0, max_heading: float = 0.05):
+def perturb(world, rng: np.random.Generator, prob: float, max_offset: float = 1.5, max_heading: float = 0.06):
     """Displace random vehicles sideways and turn them a little (DART-style noise injection): their
     lane-tracking controller then demonstrates the recovery the planner must learn, which expert data
     without perturbations never shows. Vehicles in junctions, changing lanes or with a vehicle close beside
@@ -78,21 +78,23 @@ def perturb(world, rng: np.random.Generator, prob: float, max_offset: float = 1.
 
 def rewrite_drift_history(rec: dict, at: int, moved: np.ndarray, offset: np.ndarray, dyaw: np.ndarray, span: int,
                           dt: float) -> None:
-    """Make a displacement look like a slow drift in the record: for the ``span`` recorded steps before index
-    ``at`` (the first step after the displacement), each displaced vehicle is moved sideways onto the path
-    it would have followed had it been drifting at the heading error ``dyaw`` to arrive at ``offset`` (and
-    its heading turned by ``dyaw``). Windows that start after the displacement then see a vehicle that
-    drifted off its lane centre and recovers -- what the planner meets in closed loop -- instead of a jump.
-    The step where the rewritten stretch begins is flagged in ``rec["jump"]`` (in place)."""
+    """Make a displacement look like a slow drift in the record. Index ``at`` is the recorded state at the
+    moment of the displacement; it becomes the displaced state itself, and the ``span`` steps before it the
+    path the vehicle would have followed had it been drifting at the heading error ``dyaw`` to arrive at
+    ``offset`` (heading turned by ``dyaw`` throughout). A window starting at ``at`` then sees exactly the
+    state the expert recovered from, with the past of a vehicle that drifted off its lane centre -- what the
+    planner meets in closed loop -- instead of a jump. ``rec["jump"]`` flags (in place) both ends of the
+    rewritten stretch, so that no window's future runs through it."""
     lo = max(at - span, 0)
     for b, i in zip(*np.nonzero(moved), strict=True):
-        r = np.arange(lo, at)
+        r = np.arange(lo, at + 1)
         yaw = rec["yaw"][b, r, i]
         lateral = offset[b, i] - (at - r) * dt * rec["speed"][b, r, i] * np.sin(dyaw[b, i])
         rec["x"][b, r, i] -= lateral * np.sin(yaw)
         rec["y"][b, r, i] += lateral * np.cos(yaw)
         rec["yaw"][b, r, i] = yaw + dyaw[b, i]
         rec["jump"][b, lo, i] = True
+        rec["jump"][b, at, i] = True
 
 
 def to_plan_steps(rec: dict, initial: dict, m: int) -> dict:
@@ -106,7 +108,7 @@ def to_plan_steps(rec: dict, initial: dict, m: int) -> dict:
     n_plan = (t - 1) // m + 1
     idx = np.arange(n_plan) * m
     track = {k: full[k][idx] for k in SNAPSHOT_FIELDS}
-    # a displacement (perturb) between simulator steps t-1 and t shows at the planner step that contains t
+    # a flagged record (a displaced state, see rewrite_drift_history) shows at the planner step that contains it
     jump = np.concatenate([np.zeros_like(initial["x"], dtype=bool), rec.get("jump", np.zeros_like(rec["x"], bool))])
     track["jump"] = np.zeros((n_plan,) + jump.shape[1:], dtype=bool)
     for k in range(1, n_plan):
@@ -137,7 +139,11 @@ def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: n
     hp, h = cfg.history, cfg.horizon
     n_t = track["x"].shape[0]
     out = {k: [] for k in WINDOW_KEYS}
-    for tau in range(hp, n_t - h, stride):
+    # every planner step at which vehicles were displaced is used (their recoveries are the rare, valuable
+    # demonstrations), besides every ``stride``-th step
+    ticks = sorted(set(range(hp, n_t - h, stride)) | {t for t in np.nonzero(track["jump"].any(axis=1))[0]
+                                                      if hp <= t < n_t - h})
+    for tau in ticks:
         snaps = {k: track[k][tau - hp:tau + 1] for k in SNAPSHOT_FIELDS}
         vid = track["vid"][tau]
         valid = track["valid"][tau].astype(bool)
@@ -147,7 +153,10 @@ def windows_from_track(track: dict, lanes: LaneIndex, cfg: PlannerConfig, rng: n
         cand = np.nonzero(whole)[0]
         if cand.size == 0:
             continue
-        focal = rng.choice(cand, size=min(max_focal, cand.size), replace=False)
+        displaced = cand[track["jump"][tau][cand]]  # just displaced: always a focal vehicle
+        rest = cand[~track["jump"][tau][cand]]
+        k = max(min(max_focal, cand.size) - displaced.size, 0)
+        focal = np.concatenate([displaced[:max_focal], rng.choice(rest, size=min(k, rest.size), replace=False)])
         q = build_queries(snaps, focal, lanes, cfg)
         slots = q["agent_slot"]
         take = np.where(slots >= 0, slots, 0)
@@ -195,9 +204,8 @@ def collect_episode(scenario: str, seed: int, cfg: PlannerConfig, num_worlds: in
     rec = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0] if k != "t"}
     rec["t"] = np.concatenate([p["t"] for p in parts])
     rec["jump"] = np.zeros_like(rec["valid"])
-    for at, moved, offset, dyaw in events:  # the displacement shows in the first step after it
-        rec["jump"][:, at] |= moved
-        rewrite_drift_history(rec, at, moved, offset, dyaw, cfg.history * m, world.dt)
+    for done_at, moved, offset, dyaw in events:  # recorded index done_at - 1 is the state that was displaced
+        rewrite_drift_history(rec, done_at - 1, moved, offset, dyaw, cfg.history * m, world.dt)
     lanes = LaneIndex.from_road(world.road)
     parts = []
     for b in range(num_worlds):

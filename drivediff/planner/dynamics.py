@@ -73,3 +73,33 @@ def rollout(state: torch.Tensor, ctrl: torch.Tensor, sim_dt: float, substeps: in
         if not every_substep:
             out.append(torch.stack([x, y, yaw, v], dim=-1))
     return torch.stack(out, dim=-2)
+
+
+def rollout_cumulative(state: torch.Tensor, ctrl: torch.Tensor, dt: float, substeps: int = 1, v_max: float = 40.0,
+                       steer_max: float = PlannerConfig.steer_max) -> torch.Tensor:
+    """:func:`rollout` with one Euler step of ``dt`` per control, written with cumulative sums over the
+    horizon instead of a loop: about 20 tensor operations instead of 20 per step, which is what the guidance
+    gradient (a forward and backward pass per denoising step) pays for. Equal to
+    ``rollout(state, ctrl, dt, 1)``: the speed clamped at 0 step by step is the running sum of the
+    accelerations reflected at 0, S_k - min(0, min_j<=k S_j) (the upper limit ``v_max`` is applied to the
+    result, exact unless a plan touches both limits). ``substeps`` holds each control for that many steps of
+    ``dt``, like :func:`rollout` with ``every_substep=True``.
+
+    Returns (..., H * substeps, 4): x, y, yaw, speed at the end of each step.
+    """
+    x0, y0, yaw0, v0, length = (state[..., k:k + 1] for k in range(5))
+    length = length.clamp_min(0.5)
+    if substeps > 1:
+        ctrl = ctrl.repeat_interleave(substeps, dim=-2)
+    a, lat = ctrl[..., 0], ctrl[..., 1]
+    run = v0 + torch.cumsum(a * dt, dim=-1)
+    v_after = (run - torch.cummin(run, dim=-1).values.clamp(max=0.0)).clamp(max=v_max)
+    v = torch.cat([v0, v_after[..., :-1]], dim=-1)  # speed during each step
+    sb = sin_slip(lat, v, length, steer_max)
+    cb = torch.sqrt(1.0 - sb * sb)
+    yaw_after = yaw0 + torch.cumsum(v * sb / (0.5 * length) * dt, dim=-1)
+    yaw = torch.cat([yaw0, yaw_after[..., :-1]], dim=-1)
+    cy, sy = torch.cos(yaw), torch.sin(yaw)
+    x = x0 + torch.cumsum(v * (cy * cb - sy * sb) * dt, dim=-1)
+    y = y0 + torch.cumsum(v * (sy * cb + cy * sb) * dt, dim=-1)
+    return torch.stack([x, y, yaw_after, v_after], dim=-1)

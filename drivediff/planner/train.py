@@ -233,8 +233,11 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
+            # warmed-up EMA decay: a plain 0.999 would leave e^-1 of the random initial weights in the
+            # average after 1000 steps, and short runs would ship a planner biased by them
+            decay = min(tcfg.ema, (1.0 + step) / (10.0 + step))
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1.0 - tcfg.ema)
+                pe.lerp_(pm, 1.0 - decay)
         step += 1
         lv = float(loss.detach())
         if ddp:  # the curve shows the loss of the whole (all-rank) batch

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from drivediff.planner.config import PlannerConfig
-from drivediff.planner.dynamics import clip_controls, rollout, steering
+from drivediff.planner.dynamics import clip_controls, rollout, rollout_cumulative, steering
 from drivediff.sim.kernels.kinematics import bicycle_step
 
 
@@ -30,6 +30,31 @@ def test_rollout_matches_the_simulator_kernel():
             ref.append([x, y, yaw, v])
         # the round trip a_lat -> steer -> sin(beta) costs a few ulps per step (fastmath kernel)
         np.testing.assert_allclose(ours, np.array(ref), rtol=1e-8, atol=1e-6)
+
+
+def test_cumulative_rollout_equals_the_loop():
+    """The vectorised rollout of the guidance is the loop's Euler rollout, batched, with one or several
+    simulator steps per control, also when the speed is clamped at 0 and driven up again."""
+    g = torch.Generator().manual_seed(0)
+    cfg = PlannerConfig()
+    state = torch.cat([torch.rand(6, 3, 3, generator=g, dtype=torch.float64) * 40 - 20,
+                       10 + 20 * torch.rand(6, 3, 1, generator=g, dtype=torch.float64),
+                       4 + 2 * torch.rand(6, 3, 1, generator=g, dtype=torch.float64)], dim=-1)
+    ctrl = torch.stack([torch.rand(6, 3, cfg.horizon, generator=g, dtype=torch.float64) * 4 - 2,
+                        torch.rand(6, 3, cfg.horizon, generator=g, dtype=torch.float64) * 8 - 4], dim=-1)
+    state[0, 0, 3] = 5.0
+    ctrl[0, 0, :8, 0] = -6.0  # brakes to a standstill and beyond, then accelerates: the clamp at 0 matters
+    ctrl[0, 0, 8:, 0] = 2.0
+    fast = rollout_cumulative(state, ctrl, 0.2, steer_max=cfg.steer_max)
+    loop = rollout(state, ctrl, 0.2, 1, steer_max=cfg.steer_max)
+    assert (loop[0, 0, :, 3] == 0).any() and loop[0, 0, -1, 3] > 0
+    torch.testing.assert_close(fast, loop, rtol=1e-10, atol=1e-9)
+    fine = rollout_cumulative(state, ctrl, 0.1, 2, steer_max=cfg.steer_max)
+    torch.testing.assert_close(fine, rollout(state, ctrl, 0.1, 2, every_substep=True, steer_max=cfg.steer_max),
+                               rtol=1e-10, atol=1e-9)
+    # and it is close to the exact (two simulator steps per control) rollout the selection uses
+    exact = rollout(state, ctrl, 0.1, 2, steer_max=cfg.steer_max)
+    assert (fast[..., :2] - exact[..., :2]).norm(dim=-1).max() < 1.0
 
 
 def test_lateral_acceleration_is_realised_and_steering_is_limited():

@@ -49,12 +49,13 @@ def test_drift_history_rewrite():
     moved = np.zeros((1, n), bool)
     moved[0, 1] = True
     offset, dyaw = np.full((1, n), 0.5), np.full((1, n), 0.02)
-    rewrite_drift_history(rec, 20, moved, offset, dyaw, 10, dt)
+    rewrite_drift_history(rec, 19, moved, offset, dyaw, 10, dt)
     y = rec["y"][0, :, 1]
-    assert y[19] == pytest.approx(0.5 - 20.0 * dt * np.sin(0.02))
-    np.testing.assert_allclose(np.diff(y[10:20]), 20.0 * dt * np.sin(0.02))  # a steady drift
-    assert (y[:10] == 0).all() and (rec["yaw"][0, 10:20, 1] == 0.02).all()
-    assert rec["jump"][0, 10, 1] and rec["jump"].sum() == 1
+    assert y[19] == pytest.approx(0.5)  # the displaced state itself
+    assert y[18] == pytest.approx(0.5 - 20.0 * dt * np.sin(0.02))
+    np.testing.assert_allclose(np.diff(y[9:20]), 20.0 * dt * np.sin(0.02))  # a steady drift
+    assert (y[:9] == 0).all() and (y[20:] == 0).all() and (rec["yaw"][0, 9:20, 1] == 0.02).all()
+    assert rec["jump"][0, 9, 1] and rec["jump"][0, 19, 1] and rec["jump"].sum() == 2
     for k in ("x", "y", "yaw"):  # the others are untouched
         np.testing.assert_array_equal(rec[k][0, :, [0, 2]], before[k][0, :, [0, 2]])
 
@@ -79,6 +80,24 @@ def test_focal_histories_show_no_displacement_jumps(tiny_data):
     assert (np.abs(feat[:, -2]) * 2.0 > 0.5).sum() > 20
 
 
+def test_recoveries_start_at_the_displaced_state(tiny_data):
+    """Windows begin at the very state a vehicle was displaced to -- off its lane centre while still
+    pointing along the lane, what closed-loop drift produces -- and their future returns toward the centre."""
+    data = load_shards(tiny_data)
+    feat = data["agent_feat"][:, 0]
+    off, err = feat[:, -2] * 2.0, feat[:, -1] * 0.2  # lane offset [m] (left +), heading error [rad]
+    npt = TINY.lane_points
+    lane = data["lane_feat"][:, 0]  # the nearest lane's centreline in the focal frame
+    lx, ly, lsin = lane[:, 0:4 * npt:4] * POS_SCALE, lane[:, 1:4 * npt:4] * POS_SCALE, lane[:, 3:4 * npt:4]
+    sel = (np.abs(off) > 0.5) & (np.abs(err) < 0.03) & (np.abs(lsin).max(axis=1) < 0.2)
+    assert sel.sum() >= 10
+    k = int(round(1.0 / TINY.plan_dt)) - 1  # one second ahead
+    x1, y1 = data["fut_xy"][sel, 0, k, 0], data["fut_xy"][sel, 0, k, 1]
+    lane_y = np.array([np.interp(x, a, b) for x, a, b in zip(x1, lx[sel], ly[sel], strict=True)])
+    closer = np.abs(y1 - lane_y) < np.abs(off[sel])
+    assert closer.mean() > 0.8
+
+
 def test_loss_decreases_and_training_resumes(tiny_data, tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "p.pt"
@@ -87,6 +106,10 @@ def test_loss_decreases_and_training_resumes(tiny_data, tmp_path):
     state = torch.load(str(ckpt) + ".train-state.pt", weights_only=True)
     curve = [row["loss"] for row in state["curve"]]  # running mean of the loss
     assert r1["steps"] == 150 and curve[-1] < 0.6 * curve[0]
+    # the shipped (EMA) weights follow the trained ones even after a short run: no leftover of the random init
+    ema = torch.cat([v.flatten() for k, v in state["ema"].items() if v.is_floating_point()])
+    live = torch.cat([v.flatten() for k, v in state["model"].items() if v.is_floating_point()])
+    assert float((ema - live).norm() / live.norm()) < 0.1
     # asking for more steps continues from step 150, not from scratch
     r2 = train(tiny_data, ckpt, TINY, TrainConfig(steps=180, batch_size=64, lr=3e-3, warmup=10, save_every=50),
                device="cpu")
