@@ -115,13 +115,19 @@ def discs(states: torch.Tensor, length: torch.Tensor, width: torch.Tensor):
 
 
 def box_penetration(states: torch.Tensor, length: torch.Tensor, width: torch.Tensor, mask: torch.Tensor,
-                    guided: torch.Tensor, margin: float) -> torch.Tensor:
+                    guided: torch.Tensor, margin: float, rear_exempt: bool = False) -> torch.Tensor:
     """Separating-axis penetration depth [m] between each guided row's box and every other present agent's.
 
     states (B, A, T, 4) x, y, yaw, speed; length, width (B, A). For a pair, the overlap of the two boxes
     (grown by ``margin``) projected on each of the four box axes; the depth is the smallest of the four
     (0 when an axis separates them). It grows monotonically as one box moves into the other, and with
     margin 0 it is positive exactly when ``drivediff.sim.geometry.boxes_overlap`` says the boxes overlap.
+    rear_exempt: ignore a partner whose centre, at the pair's first contact, is more than half the guided
+    vehicle's length behind it (along its heading): being run into from behind is the other driver's fault
+    (nuPlan's at-fault rule), and no plan of the guided vehicle short of driving off can avoid a follower
+    predicted to keep its speed; counting it made every candidate "infeasible" and the vehicle brake to a
+    standstill.
+
     Returns (B, A, T): max over partners, for guided rows (0 elsewhere).
     """
     b, a, t = states.shape[:3]
@@ -148,8 +154,13 @@ def box_penetration(states: torch.Tensor, length: torch.Tensor, width: torch.Ten
     o4 = hwj + hli * cav.abs() + hwi * cvv.abs() - (-dx * sj + dy * cj).abs()
     depth = F.relu(torch.minimum(torch.minimum(o1, o2), torch.minimum(o3, o4)))  # (B, G, A, T)
     others = rows[:, None] != torch.arange(a, device=states.device)[None]  # (G, A)
-    pair = guided[:, rows, None] & mask[:, None, :] & others[None]
-    out[:, rows] = (depth * pair[..., None]).amax(dim=2)
+    pair = (guided[:, rows, None] & mask[:, None, :] & others[None])[..., None]  # (B, G, A, 1)
+    if rear_exempt:  # fault is decided at the pair's first contact (predicted vehicles drive on through)
+        contact = depth > 0
+        first = contact & (torch.cumsum(contact.to(torch.int32), dim=-1) == 1)
+        behind = (dx * ci + dy * si) < -0.5 * (hli - margin)
+        pair = pair & ~(first & behind).any(dim=-1, keepdim=True)
+    out[:, rows] = (depth * pair).amax(dim=2)
     return out
 
 
@@ -242,12 +253,12 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     centres, radius = discs(fine, length, ctx.widths)
     mask = ctx.agent_mask
     guided = ctx.guided & mask
-    pen = box_penetration(fine, length, ctx.widths, mask, guided, gcfg.margin)  # (B, A, T*m)
+    pen = box_penetration(fine, length, ctx.widths, mask, guided, gcfg.margin, rear_exempt=True)  # (B, A, T*m)
     # constant-velocity projections ttc seconds ahead (every agent)
     vf = fine[..., 3:4]
     proj_xy = fine[..., :2] + gcfg.ttc * vf * torch.stack([torch.cos(fine[..., 2]), torch.sin(fine[..., 2])], -1)
     proj = torch.cat([proj_xy, fine[..., 2:]], dim=-1)
-    pen_ttc = box_penetration(proj, length, ctx.widths, mask, guided, 0.0)
+    pen_ttc = box_penetration(proj, length, ctx.widths, mask, guided, 0.0, rear_exempt=True)
     # road: discs of guided rows against the drivable area
     world = to_world(centres.reshape(centres.shape[0], -1, 2), ctx.frame).reshape(centres.shape)
     sdf = sample_sdf(ctx, world)  # (B, A, T, 3)
@@ -286,7 +297,7 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
         terms["gap"] = (err ** 2).sum(dim=(-1, -2)) * dt
         terms["total"] = terms["total"] + gcfg.w_gap * terms["gap"]
     # hard constraints: clearance >= 0 (disc gap with zero margin) and depth beyond the road edge <= tol
-    touch = box_penetration(fine, length, ctx.widths, mask, guided, 0.0)  # (B, A, T*m) without margin
+    touch = box_penetration(fine, length, ctx.widths, mask, guided, 0.0, rear_exempt=True)  # (B, A, T*m) without margin
     clear = -touch.amax(dim=(-1, -2))  # (B,) < 0: the boxes overlap somewhere
     road_depth = torch.where(guided[..., None], depth, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
     terms["clearance"] = clear

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from drivediff.planner.config import PlannerConfig
+from drivediff.planner.dynamics import rollout
 from drivediff.planner.guidance import (
     Guidance,
     GuidanceConfig,
@@ -135,3 +136,21 @@ def test_safe_selection_picks_the_cheapest_feasible_or_brakes():
              "feasible": torch.tensor([True, False, True, False, False, False])}
     np.testing.assert_array_equal(safe_selection(terms, 3).numpy(), [2, -1])
     assert math.isfinite(terms["total"].min().item())
+
+
+def test_being_run_into_from_behind_is_not_the_planners_violation(road):
+    """A follower predicted to keep 15 m/s runs into the stopped ego: no plan of the ego can avoid it, and
+    it is the follower's fault, so the ego's plan stays feasible; the mirror case (the ego running into a
+    stopped vehicle ahead) is a violation."""
+    behind = ctx_for(road, [(0, 0, 0, 0), (-20, 0, 0, 15)])
+    c = ctrl(2)
+    t = cost_terms(c, behind, GC)
+    assert bool(t["feasible"].item()) and t["collision"].item() == 0.0 and t["barrier"].item() >= 0.0
+    # the geometry itself still sees the overlap (the exemption is a choice of the costs)
+    fine = rollout(behind.agent_state, c, 0.1, 2, every_substep=True)
+    both = box_penetration(fine, behind.agent_state[..., 4], behind.widths, behind.agent_mask,
+                           torch.tensor([[True, False]]), 0.0)
+    assert both.max() > 0
+    ahead = ctx_for(road, [(0, 0, 0, 15), (20, 0, 0, 0)])
+    t2 = cost_terms(c, ahead, GC)
+    assert not bool(t2["feasible"].item()) and t2["collision"].item() > 0
