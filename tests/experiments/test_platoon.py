@@ -332,3 +332,16 @@ def test_bad_experiment_input_exits_cleanly(tmp_path, args, fragment):
     res = _cli("experiment", "platoon", "--quick", "--out", str(tmp_path / "r"), *args)
     assert res.returncode == 2 and fragment in res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "r").exists()
+
+
+def test_planner_methods_carry_the_cell_settings_into_the_policy():
+    """diffusion / diffusion-comm: the time gap and standstill distance become the guidance's spacing
+    objective, the V2V delay and loss the policy's channel; nothing is hard-coded per method."""
+    from drivediff.experiments.platoon import METHODS, CellContext
+
+    ctx = CellContext(time_gap=0.9, delay=0.2, loss=0.25, standstill=3.0)
+    pol = METHODS["diffusion-comm"].policy(None, np.arange(3), ctx)
+    assert pol.mode == "communication" and pol.v2v_delay == 0.2 and pol.v2v_loss == 0.25
+    assert pol.guidance.w_gap > 0 and pol.guidance.time_gap == 0.9 and pol.guidance.standstill == 3.0
+    assert METHODS["diffusion"].policy(None, np.arange(3), ctx).mode == "decentralized"
+    assert METHODS["diffusion"].vehicle(ctx, {"cruise": 30.0})["controlled"] is True

@@ -154,3 +154,24 @@ def test_being_run_into_from_behind_is_not_the_planners_violation(road):
     ahead = ctx_for(road, [(0, 0, 0, 15), (20, 0, 0, 0)])
     t2 = cost_terms(c, ahead, GC)
     assert not bool(t2["feasible"].item()) and t2["collision"].item() > 0
+
+
+def test_spacing_error_follows_the_leader_ahead(road):
+    """The platoon objective: (gap - (r + h v)) / (r + h v) behind the nearest vehicle ahead in the lane."""
+    from drivediff.planner.guidance import spacing_error
+
+    v, h, r = 20.0, 0.6, 2.0
+    gap = r + h * v  # bumper to bumper; boxes are 5 m long
+    ctx = ctx_for(road, [(0, 0, 0, v), (gap + 5.0, 0, 0, v), (60, 0, 0, v), (10, 4, 0, v)])
+    states = rollout(ctx.agent_state, ctrl(4), 0.1, 2)
+    err = spacing_error(states, ctx, h, r)
+    torch.testing.assert_close(err[0, 0], torch.zeros(H), atol=1e-4, rtol=0)  # at the desired spacing
+    assert (err[0, 1:] == 0).all()  # only guided rows
+    close = ctx_for(road, [(0, 0, 0, v), (0.5 * gap + 5.0, 0, 0, v), (10, 4, 0, v)])
+    e2 = spacing_error(rollout(close.agent_state, ctrl(3), 0.1, 2), close, h, r)
+    assert torch.allclose(e2[0, 0], torch.full((H,), -0.5), atol=1e-4)  # half the gap: -50%
+    # and as a guidance cost it makes the follower brake when too close
+    g = GuidanceConfig(w_gap=4.0, time_gap=h, standstill=r)
+    x = ctrl(3).requires_grad_(True)
+    cost_terms(x, close, g)["gap"].sum().backward()
+    assert (x.grad[0, 0, :5, 0] > 0).all()  # more acceleration, more cost
