@@ -97,6 +97,8 @@ class EnvConfig:
         reward: :class:`RewardConfig`.
         render_mode: None, ``"rgb_array"`` or ``"human"``.
         render_size: (width, height) of rendered frames [px].
+        record_log: keep every simulation step of the current episode, so that ``save_log(path)`` writes an
+            episode log the replay viewer opens (single-world environments: PettingZoo, Gymnasium).
     """
 
     scenario: Any = "highway"
@@ -113,6 +115,7 @@ class EnvConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     render_mode: str | None = None
     render_size: tuple[int, int] = (1280, 720)
+    record_log: bool = False
 
     def __post_init__(self):
         if self.num_agents is not None:

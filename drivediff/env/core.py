@@ -151,6 +151,10 @@ class EnvCore:
         self._all = np.ones(b, dtype=np.bool_)
         self._small = b <= SERIAL_WORLDS
         self._is_reset = False
+        if config.record_log and b != 1:
+            raise DrivediffError("record_log records one world: use it with parallel_env / gymnasium, not a "
+                                 f"VectorEnv of {b} worlds")
+        self._log: list[dict] = []  # record_log: the steps of the current episode, (1, T, N) chunks
 
     # ------------------------------------------------------------------------------------------- reset
     def reset(self, seed=None, worlds=None) -> None:
@@ -168,6 +172,10 @@ class EnvCore:
         which[idx] = True
         self._update(which, MODE_RESET)
         self._is_reset = True
+        if self.config.record_log:
+            snap = self.world.snapshot(0)
+            t0 = np.array([self.world.state.step[0] * self.world.dt])
+            self._log = [{**{k: v[None] for k, v in snap.items()}, "t": t0}]
 
     def _take_control(self, idx: np.ndarray) -> None:
         st = self.world.state
@@ -206,7 +214,9 @@ class EnvCore:
         self._apply(actions)
         acts = None if self.discrete else self._acts
         with _serial(self._small):
-            if self.config.action_repeat == 1:
+            if self.config.record_log:
+                self._log.append(self.world.run(self.config.action_repeat, record=True, actions=acts))
+            elif self.config.action_repeat == 1:
                 self.world.step(acts)
             else:
                 self.world.run(self.config.action_repeat, actions=acts)
@@ -218,6 +228,29 @@ class EnvCore:
         self.alive &= ~self.terminated
         self.truncated = self.alive & (self.steps >= self.max_steps)[:, None]
         self.alive &= ~self.truncated
+
+    def episode_log(self, meta: dict | None = None):
+        """The current episode (``record_log``) as an :class:`~drivediff.sim.log.EpisodeLog`."""
+        from drivediff.sim.log import EpisodeLog
+
+        if not self.config.record_log:
+            raise DrivediffError("this environment does not record its episodes: create it with record_log=True")
+        if not self._log:
+            raise DrivediffError("nothing recorded yet: call reset() first")
+        rec = {k: np.concatenate([c[k] for c in self._log], axis=1) for k in self._log[0] if k != "t"}
+        rec["t"] = np.concatenate([np.asarray(c["t"]) for c in self._log])
+        first, rest = {k: v[0, :1] for k, v in rec.items() if k != "t"}, {k: v[:, 1:] for k, v in rec.items()
+                                                                          if k != "t"}
+        rest["t"] = rec["t"][1:]
+        info = {"scenario": self.world.config.name, "source": self.world.scenario.source, "dt": self.world.dt,
+                "policy": "environment", "agents": self.slots[0].tolist(), **(meta or {})}
+        return EpisodeLog.from_recording(rest, 0, self.road, info, initial=first, t0=float(rec["t"][0]))
+
+    def save_log(self, path, meta: dict | None = None):
+        """Write the current episode (``record_log``) to ``path`` (.npz, atomically) for the replay viewer."""
+        from drivediff.sim.log import write_log
+
+        return write_log(path, self.episode_log(meta))
 
     def observe(self, worlds=None) -> np.ndarray:
         """Recompute the observations of the live agents from the world's current state (after editing it

@@ -83,6 +83,10 @@ class DrivediffEnv(gymnasium.Env):
         return (self.core.obs[0, 0].copy(), float(self.core.rewards[0, 0]), bool(self.core.terminated[0, 0]),
                 bool(self.core.truncated[0, 0]), agent_info(self.core, 0, 0))
 
+    def save_log(self, path, meta: dict | None = None):
+        """Write the current episode to ``path`` for ``drivediff replay`` (needs ``record_log=True``)."""
+        return self.core.save_log(path, meta)
+
     def render(self):
         follow = int(self.core.slots[0, 0]) if self.core.alive[0, 0] else None
         return self._renderer.render(self.core.world, 0, follow)

@@ -181,6 +181,10 @@ class DrivediffParallelEnv(ParallelEnv):
         """Global state: every agent's observation, concatenated (zeros for agents out of the episode)."""
         return self.core.obs[0].reshape(-1).copy()
 
+    def save_log(self, path, meta: dict | None = None):
+        """Write the current episode to ``path`` for ``drivediff replay`` (needs ``record_log=True``)."""
+        return self.core.save_log(path, meta)
+
     def render(self):
         follow = next((int(self.core.slots[0, self.agent_name_mapping[a]]) for a in self.agents), None)
         return self._renderer.render(self.core.world, 0, follow)
