@@ -67,3 +67,17 @@ def plan_extras(policy, rec_t: np.ndarray, dt: float, b: int, num_slots: int) ->
                 out["predictions"][rows, slot, :len(pred)] = pred
                 out["predictions_valid"][rows, slot, :len(pred)] = True
     return out
+
+
+def write_episode_log(path, world, policy, rec: dict, initial: dict, b: int, meta: dict):
+    """Write world ``b`` of a recorded rollout (``run_policy``) as an episode log for the replay viewer,
+    with the planner's plans, candidates and predictions when the policy recorded them. ``initial`` is
+    ``world.snapshot(b)`` taken before the rollout. Returns the path written (atomically)."""
+    from drivediff.sim.log import EpisodeLog, write_log
+
+    info = {"scenario": world.config.name, "source": world.scenario.source, "dt": world.dt,
+            "seed": int(world.seeds[b]), **meta}
+    log = EpisodeLog.from_recording(rec, b, world.road, info, initial=initial)
+    if getattr(policy, "records", None):
+        log.extras.update(plan_extras(policy, log.t, world.dt, b, log.num_slots))
+    return write_log(path, log)

@@ -76,7 +76,6 @@ def simulate_cmd(
     """Run a scenario and print a summary (controlled vehicles driven by --policy)."""
     from drivediff.scenarios import parse_set_options
     from drivediff.sim import World
-    from drivediff.sim.log import EpisodeLog, write_log
     from drivediff.sim.summary import episode_summary
 
     if steps is not None and duration is not None:
@@ -106,16 +105,12 @@ def simulate_cmd(
         lat = np.asarray(pol.latencies) * 1000
         summary["planning_ms"] = (float(lat.mean()), float(np.percentile(lat, 95)))
     if log is not None:
-        meta = dict(scenario=world.config.name, source=world.scenario.source, seed=seed, dt=world.dt,
-                    policy=policy, mode=mode if policy == "diffusion" else None,
-                    guidance=guidance_scale if policy == "diffusion" and guidance else None)
-        ep = EpisodeLog.from_recording(rec, 0, world.road, meta, initial=initial)
-        if pol is not None:
-            from drivediff.agents.rollout import plan_extras
+        from drivediff.agents.rollout import write_episode_log
 
-            ep.extras.update(plan_extras(pol, ep.t, world.dt, 0, ep.num_slots))
+        meta = dict(policy=policy, mode=mode if policy == "diffusion" else None,
+                    guidance=guidance_scale if policy == "diffusion" and guidance else None)
         try:
-            path = write_log(log, ep)
+            path = write_episode_log(log, world, pol, rec, initial, 0, meta)
         except OSError as e:
             _fail(f"cannot write the log to {log}: {e.strerror or e}")
         summary["log"] = str(path)
@@ -378,6 +373,16 @@ def _experiment_progress(unit: str = "cells"):
     return prog, update
 
 
+def _log_episode(out: Path, spec: str, log: Path | None, write) -> None:
+    """--log-episode KEY:EPISODE of an experiment: ``write(key, episode, path)`` reruns it and writes the log."""
+    key, sep, ep = spec.rpartition(":")
+    if not sep or not key or not ep.isdigit():
+        raise DrivediffError(f"--log-episode takes KEY:EPISODE (a cell key from OUT/cells, an episode number), "
+                             f"got {spec!r}")
+    written = write(key, int(ep), log or out / "logs" / f"{key}-{ep}.npz")
+    console.print(f"wrote {written} (open it with: drivediff replay {written})")
+
+
 def _config(factory, **kw):
     """An experiment's configuration; a bad value (an unknown scenario, method...) is a clean error."""
     try:
@@ -398,13 +403,20 @@ def experiment_planner_cmd(
     checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
     episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
     guidance: float = typer.Option(None, min=0.0, help="plan with safety guidance at this scale (default: unguided)"),
+    log_episode: str = typer.Option(None, help="KEY:EPISODE: rerun that closed-loop episode of the run in OUT and "
+                                               "write its log for `drivediff replay` (instead of the sweep)"),
+    log: Path = typer.Option(None, help="with --log-episode: where to write it (default OUT/logs/KEY-EPISODE.npz)"),
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
     seed: int = typer.Option(0, min=0),
 ):
     """Closed loop (collisions, off-road, progress) and open loop (ADE/FDE) evaluation of the planner."""
-    from drivediff.experiments.planner_eval import PlannerEvalConfig, main, report
+    from drivediff.experiments.planner_eval import PlannerEvalConfig, episode_log, load_config, main, report
+
+    if log_episode is not None:
+        _log_episode(out, log_episode, log, lambda key, ep, path: episode_log(load_config(out), key, ep, path))
+        return
 
     scale = _scale_options(backend, workers, address)  # the address reaches Ray through $RAY_ADDRESS
 
@@ -427,6 +439,9 @@ def experiment_platoon_cmd(
     scenarios: str = typer.Option(None, help="comma-separated: braking, sine, cut-in, join, ring, merge"),
     methods: str = typer.Option(None, help="comma-separated: idm, acc, cacc (and registered methods)"),
     policies: bool = typer.Option(False, help="drive IDM/ACC/CACC through their numpy policies, not in-kernel"),
+    log_episode: str = typer.Option(None, help="KEY:WORLD: rerun that world of the run in OUT and write its log "
+                                               "for `drivediff replay` (instead of the sweep)"),
+    log: Path = typer.Option(None, help="with --log-episode: where to write it (default OUT/logs/KEY-WORLD.npz)"),
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
@@ -434,7 +449,11 @@ def experiment_platoon_cmd(
 ):
     """Platoon coordination: string stability, safety, comfort and efficiency of IDM, ACC and CACC across
     scenarios, time gaps, V2V delays and packet loss (plus the theoretical CACC bound)."""
-    from drivediff.experiments.platoon import PlatoonConfig, headline, main
+    from drivediff.experiments.platoon import PlatoonConfig, episode_log, headline, load_config, main
+
+    if log_episode is not None:
+        _log_episode(out, log_episode, log, lambda key, ep, path: episode_log(load_config(out), key, ep, path))
+        return
 
     scale = _scale_options(backend, workers, address)
     kw: dict = {"seed": seed, "in_kernel": not policies}
@@ -469,6 +488,9 @@ def experiment_safety_cmd(
                                            "guided+corr-cen, guided+corr-com"),
     episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
     scale: float = typer.Option(None, min=0.0, help="guidance scale of the guided methods (default 1)"),
+    log_episode: str = typer.Option(None, help="KEY:EPISODE: rerun that episode of the run in OUT and write its "
+                                               "log for `drivediff replay` (instead of running the sweep)"),
+    log: Path = typer.Option(None, help="with --log-episode: where to write it (default OUT/logs/KEY-EPISODE.npz)"),
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
@@ -476,7 +498,11 @@ def experiment_safety_cmd(
 ):
     """Safety-guided planning: collisions, off-road, TTC, comfort and progress of unguided and guided
     diffusion planning against the expert (nuPlan-style metrics, 95% CIs, ablations, report.md)."""
-    from drivediff.experiments.safety import SafetyConfig, main, targets
+    from drivediff.experiments.safety import SafetyConfig, episode_log, load_config, main, targets
+
+    if log_episode is not None:
+        _log_episode(out, log_episode, log, lambda key, ep, path: episode_log(load_config(out), key, ep, path))
+        return
 
     scale_kw = _scale_options(backend, workers, address)
     kw: dict = {"seed": seed, "checkpoint": str(checkpoint) if checkpoint else None}

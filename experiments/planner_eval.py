@@ -50,7 +50,8 @@ class PlannerEvalConfig:
                       "openloop_windows": 40, "sampling_steps": 5, "candidates": 2, **kw})
 
 
-def closed_loop_cell(cell: Cell, seed: int) -> list[dict]:
+def _rollout_closed(cell: Cell, seed: int, record_plans: bool = False):
+    """A closed-loop cell's episodes as one batch of worlds: (world, policy, recording, initial snapshots)."""
     from drivediff.agents import make_policy
     from drivediff.agents.rollout import run_policy
     from drivediff.planner.sampler import SamplerConfig
@@ -70,18 +71,49 @@ def closed_loop_cell(cell: Cell, seed: int) -> list[dict]:
 
             guidance = GuidanceConfig(scale=p["guidance"])
         pol = make_policy("diffusion", checkpoint=p["checkpoint"], mode=p["method"], seed=seed,
-                          replan_every=p["replan_every"], guidance=guidance,
+                          replan_every=p["replan_every"], guidance=guidance, record=record_plans,
                           sampler=SamplerConfig(steps=p["sampling_steps"], candidates=p["candidates"]))
     pol.reset(world)
-    start = (world.state.x.copy(), world.state.y.copy())
-    rec = run_policy(world, pol, int(round(p["duration"] / world.dt)))
+    initial = [world.snapshot(b) for b in range(world.num_worlds)]
+    return world, pol, run_policy(world, pol, int(round(p["duration"] / world.dt))), initial
+
+
+def closed_loop_cell(cell: Cell, seed: int) -> list[dict]:
+    p = cell.params
+    world, pol, rec, initial = _rollout_closed(cell, seed)
+    start = (np.stack([s["x"][0] for s in initial]), np.stack([s["y"][0] for s in initial]))
     lat = np.asarray(getattr(pol, "latencies", []) or [np.nan]) * 1000.0
     rows = []
     for b in range(p["episodes"]):
         rows.append(episode_metrics(rec, b, p["agents"], world.dt, start) | {
-            "scenario": p["scenario"], "method": p["method"], "episode": b, "seed": world_seed + b,
+            "scenario": p["scenario"], "method": p["method"], "episode": b, "seed": int(world.seeds[b]),
             "latency_ms_mean": float(np.nanmean(lat)), "latency_ms_p95": float(np.nanpercentile(lat, 95))})
     return rows
+
+
+def episode_log(cfg: PlannerEvalConfig, key: str, episode: int, path: Path) -> Path:
+    """Rerun one closed-loop cell of a run in this process and write one episode's log (with the plans) for
+    the replay viewer; the cell is deterministic given the run seed and its key."""
+    from drivediff.agents.rollout import write_episode_log
+    from drivediff.errors import DrivediffError
+
+    cells = {c.key: c for c in _cells(cfg) if c.key.startswith("closed-")}
+    if key not in cells:
+        raise DrivediffError(f"no closed-loop cell {key!r} in this configuration; cells: {', '.join(cells)}")
+    cell = cells[key]
+    if not 0 <= episode < cell.params["episodes"]:
+        raise DrivediffError(f"cell {key} has episodes 0..{cell.params['episodes'] - 1}, not {episode}")
+    world, pol, rec, initial = _rollout_closed(cell, cell_seed(cfg.seed, key), record_plans=True)
+    meta = {"experiment": "planner", "cell": key, "episode": episode, "method": cell.params["method"],
+            "policy": "idm" if cell.params["method"] == "idm" else "diffusion"}
+    return write_episode_log(path, world, pol, rec, initial[episode], episode, meta)
+
+
+def load_config(run_dir: Path) -> PlannerEvalConfig:
+    """The configuration a run folder was made with (its ``config.json``)."""
+    from drivediff.experiments.runner import load_run_config
+
+    return load_run_config(run_dir, PlannerEvalConfig, "planner")
 
 
 def episode_metrics(rec: dict, b: int, agents: int, dt: float, start=None) -> dict:

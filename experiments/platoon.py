@@ -605,9 +605,9 @@ class MergeEquipping:
                 self.equipped[b] += len(slots)
 
 
-def platoon_cell(cell: Cell, seed: int) -> list[dict]:
-    """Run one cell (its seeds as a batch of worlds); one row per world."""
-    p = cell.params
+def _rollout_cell(p: dict, seed: int):
+    """Run one cell's worlds: (world, layout, method, ctx, policy, recording, equipping hook, initial
+    snapshots per world)."""
     world, lay, method, ctx, steps = build(p, seed)
     spec = SCENARIOS[p["scenario"]]
     policy = method.policy(world, lay.method_slots, ctx)
@@ -619,7 +619,16 @@ def platoon_cell(cell: Cell, seed: int) -> list[dict]:
     elif spec.kind == "merge" and method.adopt is not None and p["merge_share"] > 0:
         hook = equip = MergeEquipping(world, lay, method, policy, ctx, p["merge_share"])
         every = MERGE_CHECK_EVERY
+    initial = [world.snapshot(b) for b in range(world.num_worlds)]
     rec = rollout(world, policy, steps, hook, every)
+    return world, lay, method, ctx, policy, rec, equip, initial
+
+
+def platoon_cell(cell: Cell, seed: int) -> list[dict]:
+    """Run one cell (its seeds as a batch of worlds); one row per world."""
+    p = cell.params
+    world, lay, method, ctx, policy, rec, equip, _ = _rollout_cell(p, seed)
+    spec = SCENARIOS[p["scenario"]]
     rows = []
     for b in range(world.num_worlds):
         row = {"scenario": p["scenario"], "method": p["method"], "time_gap": p["time_gap"], "delay": p["delay"],
@@ -905,6 +914,30 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(flat)
 
     atomic_write(path, write, binary=False)
+
+
+def episode_log(cfg: PlatoonConfig, key: str, world_index: int, path: Path) -> Path:
+    """Rerun one cell of a run in this process and write one of its worlds as a log for the replay viewer;
+    the cell is deterministic given the run seed and its key."""
+    from drivediff.agents.rollout import write_episode_log
+
+    cells = {c.key: c for c in make_cells(cfg)}
+    if key not in cells:
+        raise DrivediffError(f"no cell {key!r} in this configuration; cells: {', '.join(cells)}")
+    p = cells[key].params
+    if not 0 <= world_index < p["seeds"]:
+        raise DrivediffError(f"cell {key} has worlds 0..{p['seeds'] - 1}, not {world_index}")
+    world, _, _, _, policy, rec, _, initial = _rollout_cell(p, cell_seed(cfg.seed, key))
+    meta = {"experiment": "platoon", "cell": key, "episode": world_index, "method": p["method"],
+            "policy": p["method"]}
+    return write_episode_log(path, world, policy, rec, initial[world_index], world_index, meta)
+
+
+def load_config(run_dir: Path) -> PlatoonConfig:
+    """The configuration a run folder was made with (its ``config.json``)."""
+    from drivediff.experiments.runner import load_run_config
+
+    return load_run_config(run_dir, PlatoonConfig, "platoon")
 
 
 def main(cfg: PlatoonConfig, out: Path, workers: int | None = 1, backend: str = "local", progress=None,

@@ -58,6 +58,20 @@ class Task:
     args: tuple = ()
 
 
+def load_run_config(run_dir: Path, cls, what: str):
+    """The configuration dataclass ``cls`` a run folder was made with (its ``config.json``; lists become
+    tuples, keys the dataclass does not have are ignored)."""
+    from drivediff.errors import DrivediffError
+
+    path = Path(run_dir) / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DrivediffError(f"{run_dir} is not a {what} run folder (cannot read {path}: {e})") from None
+    fields = cls.__dataclass_fields__
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields})
+
+
 def cell_seed(run_seed: int, key: str) -> int:
     """A 31-bit seed from the run seed and the cell key (stable across processes and Python versions)."""
     h = hashlib.sha256(f"{run_seed}:{key}".encode()).digest()

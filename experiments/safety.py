@@ -139,7 +139,7 @@ def make_world(scenario: str, episodes: int, run_seed: int):
     return world
 
 
-def make_method(p: dict, seed: int):
+def make_method(p: dict, seed: int, record: bool = False):
     from drivediff.agents import make_policy
     from drivediff.planner.guidance import GuidanceConfig
     from drivediff.planner.sampler import SamplerConfig
@@ -154,20 +154,29 @@ def make_method(p: dict, seed: int):
             kw[p["off"]] = False
         guidance = GuidanceConfig(scale=p["scale"], **kw)
     return make_policy("diffusion", checkpoint=p["checkpoint"], mode=mode, seed=seed, replan_every=p["replan_every"],
-                       sampler=SamplerConfig(steps=p["steps"], candidates=p["candidates"]), guidance=guidance)
+                       sampler=SamplerConfig(steps=p["steps"], candidates=p["candidates"]), guidance=guidance,
+                       record=record)
+
+
+def _rollout_cell(cell: Cell, seed: int, record_plans: bool = False):
+    """A cell's episodes as one batch of worlds: (world, policy, recording, initial snapshot per world)."""
+    from drivediff.agents.rollout import run_policy
+
+    p = cell.params
+    world = make_world(p["scenario"], p["episodes"], p["run_seed"])
+    policy = make_method(p, seed, record=record_plans)
+    policy.reset(world)
+    initial = [world.snapshot(b) for b in range(world.num_worlds)]
+    steps = int(round(min(p["duration"], world.config.duration) / world.dt))
+    return world, policy, run_policy(world, policy, steps), initial
 
 
 def safety_cell(cell: Cell, seed: int) -> list[dict]:
     """Run one cell: its episodes as a batch of worlds; one row per (episode, controlled vehicle)."""
-    from drivediff.agents.rollout import run_policy
     from drivediff.experiments.safety_metrics import vehicle_metrics
 
     p = cell.params
-    world = make_world(p["scenario"], p["episodes"], p["run_seed"])
-    policy = make_method(p, seed)
-    policy.reset(world)
-    steps = int(round(min(p["duration"], world.config.duration) / world.dt))
-    rec = run_policy(world, policy, steps)
+    world, policy, rec, _ = _rollout_cell(cell, seed)
     lanes = world.road.lane_speed
     agents = SUITE[p["scenario"]][2]
     lat = getattr(policy, "latencies", [])
@@ -186,6 +195,33 @@ def safety_cell(cell: Cell, seed: int) -> list[dict]:
             rows.append({"scenario": p["scenario"], "method": p["method"], "group": p["group"],
                          "value": p.get("value", ""), "episode": b, "vehicle": slot, **m, **lat_row})
     return rows
+
+
+def load_config(run_dir: Path) -> SafetyConfig:
+    """The configuration a run folder was made with (its ``config.json``)."""
+    from drivediff.experiments.runner import load_run_config
+
+    return load_run_config(run_dir, SafetyConfig, "safety")
+
+
+def episode_log(cfg: SafetyConfig, key: str, episode: int, path: Path) -> Path:
+    """Rerun one cell of a run in this process and write one of its episodes as a log for the viewer (with
+    the planner's plans, candidates and predictions). Cells are deterministic given the run seed and their
+    key, so this is the episode the run measured: no worker ever ships episode logs."""
+    from drivediff.agents.rollout import write_episode_log
+    from drivediff.errors import DrivediffError
+
+    cells = {c.key: c for c in _cells(cfg)}
+    if key not in cells:
+        raise DrivediffError(f"no cell {key!r} in this configuration; cells: {', '.join(cells)}")
+    cell = cells[key]
+    n = cell.params["episodes"]
+    if not 0 <= episode < n:
+        raise DrivediffError(f"cell {key} has episodes 0..{n - 1}, not {episode}")
+    world, policy, rec, initial = _rollout_cell(cell, cell_seed(cfg.seed, key), record_plans=True)
+    meta = {"experiment": "safety", "cell": key, "episode": episode, "method": cell.params["method"],
+            "policy": METHODS[cell.params["method"]][0]}
+    return write_episode_log(path, world, policy, rec, initial[episode], episode, meta)
 
 
 # --------------------------------------------------------------------------------------------- summary
@@ -428,4 +464,4 @@ def main(cfg: SafetyConfig, out: Path, workers: int = 1, backend: str = "local",
     return metrics
 
 
-__all__ = ["SafetyConfig", "SUITE", "METHODS", "main", "summarize", "safety_cell"]
+__all__ = ["SafetyConfig", "SUITE", "METHODS", "main", "summarize", "safety_cell", "episode_log"]

@@ -321,6 +321,19 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")} == stamps  # nothing redone
     assert (out / "metrics.json").is_file()
+    # one world of one cell, rerun and written as a log for the viewer: the very world the sweep measured
+    import csv
+
+    from drivediff.sim.log import read_log
+
+    key = next(c.key for c in make_cells(PlatoonConfig.quick_config()) if c.key.startswith("braking__cacc"))
+    row = next(r for r in csv.DictReader((out / "runs.csv").open()) if r["cell"] == key and r["world"] == "1")
+    res = _cli("experiment", "platoon", "--out", str(out), "--log-episode", f"{key}:1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = read_log(out / "logs" / f"{key}-1.npz")
+    speed, valid = log.arrays["speed"][1:], log.arrays["valid"][1:].astype(bool)
+    assert float(speed[valid].mean()) == pytest.approx(float(row["mean_speed"]), rel=1e-9)
+    assert log.meta["cell"] == key and log.meta["seed"] == int(row["seed"])
 
 
 @pytest.mark.parametrize("args, fragment", [
