@@ -459,9 +459,9 @@ def experiment_platoon_cmd(
     kw: dict = {"seed": seed, "in_kernel": not policies}
     if seeds is not None:
         kw["seeds"] = seeds
-    for name, value in (("scenarios", scenarios), ("methods", methods)):
+    for name, value in (("scenarios", _names(scenarios)), ("methods", _names(methods))):
         if value is not None:
-            kw[name] = tuple(v.strip() for v in value.split(",") if v.strip())
+            kw[name] = value
     cfg = _config(PlatoonConfig.quick_config if quick else PlatoonConfig, **kw)
     prog, update = _experiment_progress()
     with prog:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivediff.experiments.runner import Cell, cell_seed, run_cells, write_json
+from drivediff.experiments.runner import Cell, cell_seed, find_cell, run_cells, write_json
 from drivediff.io import atomic_write
 
 METHODS = ("idm", "decentralized", "centralized", "communication")
@@ -95,14 +95,8 @@ def episode_log(cfg: PlannerEvalConfig, key: str, episode: int, path: Path) -> P
     """Rerun one closed-loop cell of a run in this process and write one episode's log (with the plans) for
     the replay viewer; the cell is deterministic given the run seed and its key."""
     from drivediff.agents.rollout import write_episode_log
-    from drivediff.errors import DrivediffError
 
-    cells = {c.key: c for c in _cells(cfg) if c.key.startswith("closed-")}
-    if key not in cells:
-        raise DrivediffError(f"no closed-loop cell {key!r} in this configuration; cells: {', '.join(cells)}")
-    cell = cells[key]
-    if not 0 <= episode < cell.params["episodes"]:
-        raise DrivediffError(f"cell {key} has episodes 0..{cell.params['episodes'] - 1}, not {episode}")
+    cell = find_cell([c for c in _cells(cfg) if c.key.startswith("closed-")], key, episode, "episodes")
     world, pol, rec, initial = _rollout_closed(cell, cell_seed(cfg.seed, key), record_plans=True)
     meta = {"experiment": "planner", "cell": key, "episode": episode, "method": cell.params["method"],
             "policy": "idm" if cell.params["method"] == "idm" else "diffusion"}

@@ -70,7 +70,7 @@ import numpy as np
 from drivediff.agents.platoon import ACCPolicy, CACCPolicy, CCParams, IDMPolicy, write_cc_params
 from drivediff.errors import DrivediffError
 from drivediff.experiments import platoon_metrics as pm
-from drivediff.experiments.runner import Cell, cell_seed, run_cells, write_json
+from drivediff.experiments.runner import Cell, cell_seed, find_cell, run_cells, write_json
 from drivediff.io import atomic_write
 from drivediff.sim import Behavior
 from drivediff.sim import layout as L
@@ -921,12 +921,7 @@ def episode_log(cfg: PlatoonConfig, key: str, world_index: int, path: Path) -> P
     the cell is deterministic given the run seed and its key."""
     from drivediff.agents.rollout import write_episode_log
 
-    cells = {c.key: c for c in make_cells(cfg)}
-    if key not in cells:
-        raise DrivediffError(f"no cell {key!r} in this configuration; cells: {', '.join(cells)}")
-    p = cells[key].params
-    if not 0 <= world_index < p["seeds"]:
-        raise DrivediffError(f"cell {key} has worlds 0..{p['seeds'] - 1}, not {world_index}")
+    p = find_cell(make_cells(cfg), key, world_index, "seeds").params
     world, _, _, _, policy, rec, _, initial = _rollout_cell(p, cell_seed(cfg.seed, key))
     meta = {"experiment": "platoon", "cell": key, "episode": world_index, "method": p["method"],
             "policy": p["method"]}

@@ -72,6 +72,20 @@ def load_run_config(run_dir: Path, cls, what: str):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields})
 
 
+def find_cell(cells, key: str, index: int, count: str) -> Cell:
+    """The cell ``key`` of a run and a check that it has world/episode ``index`` (``cell.params[count]`` of
+    them): what ``--log-episode KEY:INDEX`` reruns. A clear error otherwise."""
+    from drivediff.errors import DrivediffError
+
+    by_key = {c.key: c for c in cells}
+    if key not in by_key:
+        raise DrivediffError(f"no cell {key!r} in this configuration; cells: {', '.join(by_key)}")
+    n = by_key[key].params[count]
+    if not 0 <= index < n:
+        raise DrivediffError(f"cell {key} has {count} 0..{n - 1}, not {index}")
+    return by_key[key]
+
+
 def cell_seed(run_seed: int, key: str) -> int:
     """A 31-bit seed from the run seed and the cell key (stable across processes and Python versions)."""
     h = hashlib.sha256(f"{run_seed}:{key}".encode()).digest()

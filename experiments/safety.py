@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivediff.experiments.runner import Cell, cell_seed, run_cells, write_json
+from drivediff.experiments.runner import Cell, cell_seed, find_cell, run_cells, write_json
 from drivediff.io import atomic_write
 
 # scenario name in the suite -> (catalog scenario, overrides, controlled vehicles)
@@ -209,15 +209,8 @@ def episode_log(cfg: SafetyConfig, key: str, episode: int, path: Path) -> Path:
     the planner's plans, candidates and predictions). Cells are deterministic given the run seed and their
     key, so this is the episode the run measured: no worker ever ships episode logs."""
     from drivediff.agents.rollout import write_episode_log
-    from drivediff.errors import DrivediffError
 
-    cells = {c.key: c for c in _cells(cfg)}
-    if key not in cells:
-        raise DrivediffError(f"no cell {key!r} in this configuration; cells: {', '.join(cells)}")
-    cell = cells[key]
-    n = cell.params["episodes"]
-    if not 0 <= episode < n:
-        raise DrivediffError(f"cell {key} has episodes 0..{n - 1}, not {episode}")
+    cell = find_cell(_cells(cfg), key, episode, "episodes")
     world, policy, rec, initial = _rollout_cell(cell, cell_seed(cfg.seed, key), record_plans=True)
     meta = {"experiment": "safety", "cell": key, "episode": episode, "method": cell.params["method"],
             "policy": METHODS[cell.params["method"]][0]}

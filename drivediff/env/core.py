@@ -237,14 +237,11 @@ class EnvCore:
             raise DrivediffError("this environment does not record its episodes: create it with record_log=True")
         if not self._log:
             raise DrivediffError("nothing recorded yet: call reset() first")
-        rec = {k: np.concatenate([c[k] for c in self._log], axis=1) for k in self._log[0] if k != "t"}
-        rec["t"] = np.concatenate([np.asarray(c["t"]) for c in self._log])
-        first, rest = {k: v[0, :1] for k, v in rec.items() if k != "t"}, {k: v[:, 1:] for k, v in rec.items()
-                                                                          if k != "t"}
-        rest["t"] = rec["t"][1:]
+        arrays = {k: np.concatenate([c[k][0] for c in self._log], axis=0) for k in self._log[0] if k != "t"}
+        t = np.concatenate([np.asarray(c["t"]) for c in self._log])
         info = {"scenario": self.world.config.name, "source": self.world.scenario.source, "dt": self.world.dt,
                 "policy": "environment", "agents": self.slots[0].tolist(), **(meta or {})}
-        return EpisodeLog.from_recording(rest, 0, self.road, info, initial=first, t0=float(rec["t"][0]))
+        return EpisodeLog(t=t, arrays=arrays, road=self.road, meta=info)
 
     def save_log(self, path, meta: dict | None = None):
         """Write the current episode (``record_log``) to ``path`` (.npz, atomically) for the replay viewer."""

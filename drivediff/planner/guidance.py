@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from drivediff.planner.config import PlannerConfig
-from drivediff.planner.dynamics import clip_controls, rollout, rollout_cumulative
+from drivediff.planner.dynamics import clip_controls, rollout_cumulative
 
 # nuPlan comfort bounds (shared/REFERENCES.md)
 LON_ACC_MIN, LON_ACC_MAX = -4.05, 2.40
@@ -185,13 +185,6 @@ def to_world(xy: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------- costs
-
-
-def plan_states(ctrl: torch.Tensor, ctx: GuidanceContext, every_substep: bool = False) -> torch.Tensor:
-    """Roll clipped controls (B, A, H, 2) out from the agents' current states -> (B, A, H, 4) (or at every
-    simulator step, (B, A, H * substeps, 4))."""
-    return rollout(ctx.agent_state, clip_controls(ctrl, ctx.cfg), ctx.sim_dt, ctx.substeps,
-                   every_substep=every_substep, steer_max=ctx.cfg.steer_max)
 
 
 def spacing_error(states: torch.Tensor, ctx: GuidanceContext, time_gap: float, standstill: float,
