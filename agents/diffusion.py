@@ -29,7 +29,7 @@ import torch
 from drivediff.errors import DrivediffError
 from drivediff.planner.checkpoint import default_checkpoint, load_planner
 from drivediff.planner.data import substeps
-from drivediff.planner.dynamics import clip_controls, rollout, steering
+from drivediff.planner.dynamics import clip_controls, rollout_cumulative, steering
 from drivediff.planner.features import SNAPSHOT_FIELDS, SPEED_SCALE, LaneIndex, build_queries, to_world
 from drivediff.planner.guidance import (
     Guidance,
@@ -216,11 +216,7 @@ class DiffusionPolicy:
         specs = self._queries(world, worlds)
         if not specs:
             return
-        qs = []
-        for b, focal, inc, _ in specs:
-            snaps = {k: v[b] for k, v in self.hist.items()}
-            qs.append(build_queries(snaps, focal, self.lanes, self.cfg, must_include=inc))
-        q = {k: np.concatenate([x[k] for x in qs], axis=0) for k in qs[0]}
+        q = self._build(specs)
         owners = [b for b, *_ in specs]
         cond = {k: torch.as_tensor(q[k], device=self.device) for k in ("agent_feat", "agent_mask", "lane_feat",
                                                                        "lane_mask")}
@@ -251,11 +247,25 @@ class DiffusionPolicy:
         else:
             ctx = {"cond": cond, "ctrl": ctrl, "agent_state": state, "query": q}
             chosen = select(self.scfg.selector, z, ctx)
-        states = rollout(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, self.dt, self.m,
-                         steer_max=self.cfg.steer_max)  # (Q, C, A, H, 4)
+        states = rollout_cumulative(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, self.dt, self.m,
+                                    steer_max=self.cfg.steer_max)[..., self.m - 1::self.m, :]  # (Q, C, A, H, 4)
         self._store(world, specs, q, owners, ctrl, states, chosen, costs)
         self.latencies.append(time.perf_counter() - t0)
         self.queries.append(sum(len(group) for *_, group in specs))
+
+    def _build(self, specs) -> dict:
+        """Query tensors of every spec, in order; the decentralised queries of a world in one call."""
+        qs, k = [], 0
+        while k < len(specs):
+            b, focal, inc, _ = specs[k]
+            j = k + 1
+            while inc is None and j < len(specs) and specs[j][0] == b and specs[j][2] is None:
+                j += 1
+            snaps = {name: v[b] for name, v in self.hist.items()}
+            focal = np.concatenate([sp[1] for sp in specs[k:j]])
+            qs.append(build_queries(snaps, focal, self.lanes, self.cfg, must_include=inc))
+            k = j
+        return {name: np.concatenate([x[name] for x in qs], axis=0) for name in qs[0]}
 
     def _guidance_context(self, world, specs, q, owners, state, inpaint) -> GuidanceContext:
         """Rows the guidance may move: the focal vehicle (decentralised, communication) or every controlled

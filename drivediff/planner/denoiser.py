@@ -5,13 +5,22 @@ controls and its condition features (current state, history); tokens attend to e
 plan) and to lane tokens (the road), and every block is modulated by the noise level (adaptive layer norm
 with zero-initialised gates, as in DiT). The network knows nothing about the noise schedule: ``t`` is just
 an index it embeds.
+
+Sampling calls the network 5-20 times on the same condition, for several candidates of every query. What
+depends on the condition alone is therefore computed once per query by :meth:`Denoiser.prepare` (the lane
+tokens and their cross-attention keys and values, the condition's share of the agent embedding), and
+every denoising step then runs only on the noisy controls; candidates of one query share the cached
+lane keys. ``forward`` with a plain condition dict is ``prepare`` with one candidate followed by the same
+steps, so training and sampling run the same code.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from drivediff.planner.config import PlannerConfig
@@ -29,11 +38,64 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 
+def _split(x: torch.Tensor, parts: int, h: int) -> torch.Tensor:
+    """(B, T, parts * d) projections -> (parts, B * h, T, d / h): every head of every row a batch entry
+    (one copy for all parts)."""
+    b, t, pd = x.shape
+    return x.reshape(b, t, parts, h, pd // (parts * h)).permute(2, 0, 3, 1, 4).reshape(parts, b * h, t, -1)
+
+
+def _merge(x: torch.Tensor, h: int) -> torch.Tensor:
+    """(B * h, T, dh) -> (B, T, h * dh)."""
+    bh, t, dh = x.shape
+    return x.reshape(bh // h, h, t, dh).transpose(1, 2).reshape(bh // h, t, h * dh)
+
+
+def _bias(keep: torch.Tensor, h: int) -> torch.Tensor:
+    """(B, L) keys to attend to -> (B * h, 1, L) additive attention bias (0 or -inf)."""
+    bias = torch.zeros(keep.shape, device=keep.device).masked_fill(~keep, float("-inf"))
+    return bias.repeat_interleave(h, dim=0)[:, None, :]
+
+
+def attend(q: torch.Tensor, k_t: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float = 0.0):
+    """Softmax attention: (N, T, dh) queries, (N, dh, L) transposed keys, (N, L, dh) values, (N, 1, L)
+    additive bias. Written out because PyTorch's fused CPU attention kernels (and its softmax) cost several
+    times more than these few operations on sequences of 7-8 tokens."""
+    s = torch.baddbmm(bias, q, k_t, alpha=q.shape[-1] ** -0.5)
+    e = torch.exp(s - s.amax(dim=-1, keepdim=True))
+    w = e / e.sum(dim=-1, keepdim=True)
+    if dropout > 0:
+        w = F.dropout(w, dropout)
+    return torch.bmm(w, v)
+
+
+@dataclass
+class PreparedCondition:
+    """What the denoiser computes once per query and reuses at every denoising step.
+
+    Rows of the noisy input are ``Q * repeats`` (the candidates of a query are consecutive rows, as made by
+    ``repeat_interleave``); attention tensors are head-major (row * heads + head).
+    """
+
+    repeats: int
+    agent_mask: torch.Tensor  # (Q*R, A) bool
+    agent_bias: torch.Tensor  # (Q*R*h, 1, A) attention bias: 0 for present agents, -inf for empty tokens
+    agent_cond: torch.Tensor  # (Q, A, 2d) the condition's share of the first agent-embedding layer
+    lane_kv: list  # per block: transposed keys (Q*h, dh, 1 + Lt) and values (Q*h, 1 + Lt, dh) of the lanes
+    lane_bias: torch.Tensor  # (Q*h, 1, 1 + Lt) the same for the lane tokens (the null lane first)
+
+
 class Block(nn.Module):
-    """Self-attention over agents, cross-attention to lanes, feed-forward; noise-level modulation."""
+    """Self-attention over agents, cross-attention to lanes, feed-forward; noise-level modulation.
+
+    The attention weights live in ``nn.MultiheadAttention`` modules (packed in-projection, out-projection);
+    the forward pass uses them directly so that the lane keys and values can be cached across steps.
+    """
 
     def __init__(self, d: int, heads: int, ff_mult: int, dropout: float):
         super().__init__()
+        self.heads = heads
+        self.dropout = dropout
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False)
         self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(d)
@@ -44,14 +106,30 @@ class Block(nn.Module):
         nn.init.zeros_(self.mod.weight)
         nn.init.zeros_(self.mod.bias)
 
-    def forward(self, x, agent_pad, lanes, lane_pad, temb):
+    def lane_kv(self, lanes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys (transposed) and values of the lane tokens (B, Lt, d)."""
+        d = lanes.shape[-1]
+        k, v = _split(F.linear(lanes, self.cross.in_proj_weight[d:], self.cross.in_proj_bias[d:]), 2, self.heads)
+        return k.transpose(1, 2).contiguous(), v
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, pc: PreparedCondition) -> torch.Tensor:
+        n, a, d = x.shape
+        h = self.heads
+        p = self.dropout if self.training else 0.0
         shift1, scale1, gate1, shift3, scale3, gate3 = self.mod(temb)[:, None].chunk(6, dim=-1)
-        h = self.norm1(x) * (1 + scale1) + shift1
-        x = x + gate1 * self.attn(h, h, h, key_padding_mask=agent_pad, need_weights=False)[0]
-        h = self.norm2(x)
-        x = x + self.cross(h, lanes, lanes, key_padding_mask=lane_pad, need_weights=False)[0]
-        h = self.norm3(x) * (1 + scale3) + shift3
-        return x + gate3 * self.ff(h)
+        # self-attention over the agent tokens of each row
+        y = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = _split(F.linear(y, self.attn.in_proj_weight, self.attn.in_proj_bias), 3, h)
+        y = _merge(attend(q, k.transpose(1, 2), v, pc.agent_bias, p), h)
+        x = x + gate1 * self.attn.out_proj(y)
+        # cross-attention to the lanes: the candidates of a query share its cached keys and values
+        y = self.norm2(x).reshape(-1, pc.repeats * a, d)
+        q = _split(F.linear(y, self.cross.in_proj_weight[:d], self.cross.in_proj_bias[:d]), 1, h)[0]
+        k_t, v = pc.lane_kv[self._index]
+        y = _merge(attend(q, k_t, v, pc.lane_bias, p), h).reshape(n, a, d)
+        x = x + self.cross.out_proj(y)
+        y = self.norm3(x) * (1 + scale3) + shift3
+        return x + gate3 * self.ff(y)
 
 
 class Denoiser(nn.Module):
@@ -59,9 +137,9 @@ class Denoiser(nn.Module):
 
     Args (forward):
         x_t: (B, A, 2H) noisy normalised controls.
-        t: (B,) integer timesteps.
+        t: (B,) integer timesteps, or one timestep (a scalar or (1,)) shared by every row.
         cond: dict with ``agent_feat`` (B, A, F_a), ``agent_mask`` (B, A) bool, ``lane_feat`` (B, Lt, F_l),
-            ``lane_mask`` (B, Lt) bool.
+            ``lane_mask`` (B, Lt) bool; or a :class:`PreparedCondition` from :meth:`prepare`.
 
     Returns:
         (B, A, 2H) predicted clean controls (zero for empty agent tokens).
@@ -76,20 +154,38 @@ class Denoiser(nn.Module):
         self.null_lane = nn.Parameter(torch.zeros(1, 1, d))  # always attendable: queries with no lane nearby
         self.time = _mlp(d, 2 * d, d)
         self.blocks = nn.ModuleList([Block(d, cfg.num_heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.num_layers)])
+        for i, blk in enumerate(self.blocks):
+            blk._index = i
         self.out_norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, cfg.control_dim)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        b = x_t.shape[0]
-        agent_mask = cond["agent_mask"]
-        x = self.agent_in(torch.cat([x_t, cond["agent_feat"]], dim=-1))
+    def prepare(self, cond: dict, repeats: int = 1) -> PreparedCondition:
+        """Everything that depends on the condition of Q queries only, for inputs of Q * ``repeats`` rows
+        (each query's candidates consecutive)."""
+        b = cond["agent_feat"].shape[0]
+        nc = self.cfg.control_dim
         lanes = torch.cat([self.null_lane.expand(b, -1, -1), self.lane_in(cond["lane_feat"])], dim=1)
-        lane_pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~cond["lane_mask"]], dim=1)
-        temb = self.time(timestep_embedding(t.reshape(-1).expand(b) if t.numel() == 1 else t, self.cfg.d_model))
-        agent_pad = ~agent_mask
+        lane_keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=lanes.device), cond["lane_mask"]], dim=1)
+        h = self.cfg.num_heads
+        first = self.agent_in[0]
+        agent_cond = F.linear(cond["agent_feat"], first.weight[:, nc:], first.bias)
+        mask = cond["agent_mask"].repeat_interleave(repeats, dim=0) if repeats > 1 else cond["agent_mask"]
+        return PreparedCondition(repeats=repeats, agent_mask=mask, agent_bias=_bias(mask, h),
+                                 agent_cond=agent_cond, lane_kv=[blk.lane_kv(lanes) for blk in self.blocks],
+                                 lane_bias=_bias(lane_keep, h))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict | PreparedCondition) -> torch.Tensor:
+        pc = cond if isinstance(cond, PreparedCondition) else self.prepare(cond)
+        n, a, _ = x_t.shape
+        first = self.agent_in[0]
+        h = F.linear(x_t, first.weight[:, :self.cfg.control_dim]).reshape(-1, pc.repeats, a, first.out_features)
+        h = (h + pc.agent_cond[:, None]).reshape(n, a, -1)
+        x = self.agent_in[2](self.agent_in[1](h))
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1)
+        temb = self.time(timestep_embedding(t, self.cfg.d_model))  # (B, d), or (1, d) shared by every row
         for blk in self.blocks:
-            x = blk(x, agent_pad, lanes, lane_pad, temb)
-        return self.out(self.out_norm(x)) * agent_mask[..., None]
+            x = blk(x, temb, pc)
+        return self.out(self.out_norm(x)) * pc.agent_mask[..., None]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -29,6 +29,7 @@ import numpy as np
 
 from drivediff.planner.config import PlannerConfig
 from drivediff.sim import layout as L
+from drivediff.sim.jit import kernel
 
 SNAPSHOT_FIELDS = ("x", "y", "yaw", "speed", "length", "width", "valid", "vid", "accel", "steer")
 SPEED_SCALE = 30.0  # [m/s] speeds and limits are divided by this
@@ -48,6 +49,13 @@ class LaneIndex:
     width: np.ndarray  # (L,)
     speed: np.ndarray  # (L,)
     junction: np.ndarray  # (L,) bool
+    coarse_cos: np.ndarray  # (P,) cos and sin of the lane heading at each coarse point
+    coarse_sin: np.ndarray
+    lane_of: np.ndarray  # (P,) lane of each coarse point
+    fine_all: np.ndarray  # (F, 3) every lane's fine centreline, concatenated
+    fine_starts: np.ndarray  # (L+1,) CSR offsets into fine_all
+    fine_key: np.ndarray  # (F,) arc length plus a per-lane offset: increasing over all lanes (one searchsorted)
+    fine_base: np.ndarray  # (L,) that offset
 
     @classmethod
     def from_road(cls, road, spacing: float = 2.0) -> LaneIndex:
@@ -63,9 +71,17 @@ class LaneIndex:
             starts.append(starts[-1] + len(idx))
             fine_s.append(p[:, L.P_S].copy())
             fine_xyh.append(p[:, [L.P_X, L.P_Y, L.P_H]].copy())
-        return cls(np.concatenate(pts), np.array(starts), np.concatenate(s_all), fine_s, fine_xyh,
+        starts = np.array(starts)
+        coarse_h = np.concatenate([np.interp(s, fs, xyh[:, 2])
+                                   for s, fs, xyh in zip(s_all, fine_s, fine_xyh, strict=True)])
+        fine_starts = np.r_[0, np.cumsum([len(fs) for fs in fine_s])]
+        base = np.r_[0.0, np.cumsum([fs[-1] + 1.0 for fs in fine_s])][:-1]
+        key = np.concatenate([fs + b for fs, b in zip(fine_s, base, strict=True)])
+        return cls(np.concatenate(pts), starts, np.concatenate(s_all), fine_s, fine_xyh,
                    road.lane_len.copy(), road.lane_width.copy(), road.lane_speed.copy(),
-                   np.asarray(road.junction, dtype=bool))
+                   np.asarray(road.junction, dtype=bool), np.cos(coarse_h), np.sin(coarse_h),
+                   np.repeat(np.arange(road.num_lanes), np.diff(starts)), np.concatenate(fine_xyh), fine_starts, key,
+                   base)
 
 
 def _to_frame(x, y, frame):
@@ -119,31 +135,44 @@ def select_neighbors(cur: dict, focal: np.ndarray, cfg: PlannerConfig, must_incl
     return slots
 
 
+@kernel
+def _nearest_along(px, py, hc, hs, x, y, yaw, out):
+    """Per point k: the nearest coarse lane point whose lane runs within 90 degrees of yaw[k] (-1: none).
+    A scan over every coarse point (thousands on a long highway) with the heading test only for the
+    points that would improve the best distance."""
+    for k in range(len(x)):
+        c, s = np.cos(yaw[k]), np.sin(yaw[k])
+        best = np.inf
+        out[k] = -1
+        for p in range(len(px)):
+            d = (px[p] - x[k]) ** 2 + (py[p] - y[k]) ** 2
+            if d < best and hc[p] * c + hs[p] * s >= 0.0:
+                best = d
+                out[k] = p
+
+
 def lane_relative(lanes: LaneIndex, x: np.ndarray, y: np.ndarray, yaw: np.ndarray):
     """Signed lateral offset [m] (left positive) and heading error [rad] of points with headings relative to
     the nearest lane centreline running within 90 degrees of their heading. Inputs and outputs (M,)."""
-    d2 = (lanes.pts[None, :, 0] - x[:, None]) ** 2 + (lanes.pts[None, :, 1] - y[:, None]) ** 2
-    lane_of = np.repeat(np.arange(len(lanes.length)), np.diff(lanes.starts))
-    coarse_h = np.concatenate([np.interp(lanes.s[lanes.starts[k]:lanes.starts[k + 1]], lanes.fine_s[k],
-                                         lanes.fine_xyh[k][:, 2]) for k in range(len(lanes.length))])
-    wrong_way = np.cos(coarse_h[None, :] - yaw[:, None]) < 0.0
-    d2 = np.where(wrong_way, np.inf, d2)
-    j = np.argmin(d2, axis=1)
-    ok = np.isfinite(d2[np.arange(len(x)), j])
-    lane = lane_of[j]
-    off = np.zeros(len(x))
-    err = np.zeros(len(x))
-    for k in np.nonzero(ok)[0]:
-        fs, xyh = lanes.fine_s[lane[k]], lanes.fine_xyh[lane[k]]
-        s0 = lanes.s[j[k]]
-        i = int(np.clip(np.searchsorted(fs, s0), 1, len(fs) - 1))
-        lo = max(i - 6, 0)
-        seg = xyh[lo:i + 6]
-        dd = (seg[:, 0] - x[k]) ** 2 + (seg[:, 1] - y[k]) ** 2
-        p = lo + int(np.argmin(dd))
-        h = xyh[p, 2]
-        off[k] = -(x[k] - xyh[p, 0]) * np.sin(h) + (y[k] - xyh[p, 1]) * np.cos(h)
-        err[k] = _wrap(yaw[k] - h)
+    j = np.empty(len(x), dtype=np.int64)
+    _nearest_along(lanes.pts[:, 0], lanes.pts[:, 1], lanes.coarse_cos, lanes.coarse_sin,
+                   np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                   np.asarray(yaw, dtype=np.float64), j)
+    ok = j >= 0
+    j = np.maximum(j, 0)
+    lane = lanes.lane_of[j]
+    # the nearest fine centreline point among the 12 around the coarse point's arc length
+    first, end = lanes.fine_starts[lane], lanes.fine_starts[lane + 1]
+    i = np.searchsorted(lanes.fine_key, lanes.s[j] + lanes.fine_base[lane]) - first
+    i = np.clip(i, 1, end - first - 1)
+    lo = first + np.maximum(i - 6, 0)
+    win = lo[:, None] + np.arange(12)[None, :]
+    inside = win < np.minimum(first + i + 6, end)[:, None]
+    pts = lanes.fine_all[np.where(inside, win, lo[:, None])]  # (M, 12, 3)
+    dd = np.where(inside, (pts[..., 0] - x[:, None]) ** 2 + (pts[..., 1] - y[:, None]) ** 2, np.inf)
+    p = pts[np.arange(len(x)), np.argmin(dd, axis=1)]
+    off = np.where(ok, -(x - p[:, 0]) * np.sin(p[:, 2]) + (y - p[:, 1]) * np.cos(p[:, 2]), 0.0)
+    err = np.where(ok, _wrap(yaw - p[:, 2]), 0.0)
     return off, err, ok
 
 
@@ -200,34 +229,56 @@ def agent_features(snaps: dict, slots: np.ndarray, frame: np.ndarray, cfg: Plann
     return feat, present, state
 
 
+@kernel
+def _nearest_per_lane(px, py, starts, fx, fy, best, arg):
+    """For every query q and lane l: the squared distance from (fx[q], fy[q]) to the lane's nearest coarse
+    point and that point's index (first of equals)."""
+    for q in range(len(fx)):
+        for lane in range(len(starts) - 1):
+            b = np.inf
+            a = starts[lane]
+            for p in range(starts[lane], starts[lane + 1]):
+                d = (px[p] - fx[q]) ** 2 + (py[p] - fy[q]) ** 2
+                if d < b:
+                    b = d
+                    a = p
+            best[q, lane] = b
+            arg[q, lane] = a
+
+
 def lane_features(lanes: LaneIndex, frame: np.ndarray, cfg: PlannerConfig):
-    """Lane tokens around each focal vehicle: (Q, Lt, F_l) features and (Q, Lt) mask."""
+    """Lane tokens around each focal vehicle: (Q, Lt, F_l) features and (Q, Lt) mask. The Lt nearest lanes
+    whose centreline passes within ``lane_range``, nearest first, each sampled at ``lane_points`` points
+    from ``lane_behind`` behind to ``lane_ahead`` ahead of the focal vehicle's projection."""
     q = frame.shape[0]
     lt, npts = cfg.num_lanes, cfg.lane_points
-    d2 = (lanes.pts[None, :, 0] - frame[:, 0, None]) ** 2 + (lanes.pts[None, :, 1] - frame[:, 1, None]) ** 2
     nl = len(lanes.length)
-    starts = lanes.starts[:-1]
-    best = np.minimum.reduceat(d2, starts, axis=1)  # (Q, L) squared distance of each lane
-    feat = np.zeros((q, lt, cfg.lane_feature_dim), dtype=np.float32)
+    best = np.empty((q, nl))
+    arg = np.empty((q, nl), dtype=np.int64)
+    _nearest_per_lane(lanes.pts[:, 0], lanes.pts[:, 1], lanes.starts, np.ascontiguousarray(frame[:, 0]),
+                      np.ascontiguousarray(frame[:, 1]), best, arg)
+    order = np.argsort(best, axis=1, kind="stable")[:, :lt]  # (Q, k) nearest lanes first
+    k = order.shape[1]
     mask = np.zeros((q, lt), dtype=bool)
-    order = np.argsort(best, axis=1)[:, :lt]
+    mask[:, :k] = np.take_along_axis(best, order, axis=1) <= cfg.lane_range ** 2
+    near = np.take_along_axis(arg, order, axis=1)  # (Q, k) nearest coarse point of each lane
     offsets = np.linspace(-cfg.lane_behind, cfg.lane_ahead, npts)
-    for qi in range(q):
-        for k, lane in enumerate(order[qi]):
-            if best[qi, lane] > cfg.lane_range ** 2 or k >= lt or lane >= nl:
-                break
-            seg = slice(lanes.starts[lane], lanes.starts[lane + 1])
-            j = int(np.argmin(d2[qi, seg]))
-            s = np.clip(lanes.s[seg][j] + offsets, 0.0, lanes.length[lane])
-            fs, xyh = lanes.fine_s[lane], lanes.fine_xyh[lane]
-            px, py = np.interp(s, fs, xyh[:, 0]), np.interp(s, fs, xyh[:, 1])
-            ph = np.interp(s, fs, xyh[:, 2])
-            lx, ly = _to_frame(px[None], py[None], frame[qi:qi + 1])
-            lh = ph - frame[qi, 2]
-            pts = np.stack([lx[0] / POS_SCALE, ly[0] / POS_SCALE, np.cos(lh), np.sin(lh)], axis=-1).reshape(-1)
-            feat[qi, k] = np.r_[pts, lanes.width[lane] / 4.0, lanes.speed[lane] / SPEED_SCALE,
-                                float(lanes.junction[lane])]
-            mask[qi, k] = True
+    s = np.clip(lanes.s[near][..., None] + offsets, 0.0, lanes.length[order][..., None])  # (Q, k, P)
+    # one interpolation over all lanes' fine centrelines: arc lengths shifted by a per-lane offset, held
+    # within the lane's own points (np.interp's end behaviour on a single lane)
+    first, last = lanes.fine_starts[order], lanes.fine_starts[order + 1] - 1
+    key = np.clip(s + lanes.fine_base[order][..., None], lanes.fine_key[first][..., None],
+                  lanes.fine_key[last][..., None])
+    fine = lanes.fine_all
+    px, py, ph = (np.interp(key, lanes.fine_key, fine[:, c]) for c in range(3))
+    lx, ly = _to_frame(px, py, frame)
+    lh = ph - frame[:, 2][:, None, None]
+    pts = np.stack([lx / POS_SCALE, ly / POS_SCALE, np.cos(lh), np.sin(lh)], axis=-1).reshape(q, k, 4 * npts)
+    feat = np.zeros((q, lt, cfg.lane_feature_dim), dtype=np.float32)
+    feat[:, :k] = np.concatenate([pts, (lanes.width[order] / 4.0)[..., None],
+                                  (lanes.speed[order] / SPEED_SCALE)[..., None],
+                                  lanes.junction[order][..., None].astype(float)], axis=-1)
+    feat[~mask] = 0.0
     return feat, mask
 
 

@@ -357,28 +357,27 @@ class Guidance:
 def classifier_guidance_sample(model, schedule, cond, scfg, generator, guidance: Guidance):
     """Sampling with full classifier guidance: the cost gradient flows through the denoiser to x_t
     (slower: one backward pass through the network per step)."""
-    from drivediff.planner.sampler import repeat_cond
     from drivediff.planner.schedulers import make_scheduler
 
     q = cond["agent_feat"].shape[0]
     c = scfg.candidates
-    condc = repeat_cond(cond, c)
     x = torch.randn((q * c, cond["agent_feat"].shape[1], model.cfg.control_dim), generator=generator)
     sched = make_scheduler(scfg.scheduler, schedule)
     sched.set_timesteps(scfg.steps)
+    with torch.no_grad():
+        prepared = model.prepare(cond, c)
     g = guidance.gcfg
     rows = guidance.ctx.guided[..., None].float()
     for i, t in enumerate(sched.timesteps):
-        tt = torch.full((q * c,), t, dtype=torch.long)
         if t <= g.window * schedule.num_timesteps:
             xg = x.detach().requires_grad_(True)
-            x0 = model(xg, tt, condc)
+            x0 = model(xg, torch.tensor(t), prepared)  # the condition's share does not depend on x
             (grad,) = torch.autograd.grad(guidance.cost(x0).sum(), xg)
             step = g.scale * grad * rows
             norm = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             x = (x - step * torch.clamp(g.clip / norm, max=1.0)).detach()
         with torch.no_grad():
-            x0 = model(x, tt, condc)
+            x0 = model(x, torch.tensor(t), prepared)
             if g.correction and i >= len(sched.timesteps) - g.correction_steps:
                 with torch.enable_grad():
                     x0 = guidance._barrier(x0, rows)

@@ -46,7 +46,8 @@ def sample(model, schedule: NoiseSchedule, cond: dict, scfg: SamplerConfig, gene
     """Draw ``scfg.candidates`` plans per query.
 
     Args:
-        model: the denoiser, ``model(x_t, t, cond) -> x0``.
+        model: the denoiser: ``model.prepare(cond, candidates)`` once, then ``model(x_t, t, prepared) -> x0``
+            at every step (:class:`~drivediff.planner.denoiser.Denoiser`).
         cond: condition tensors of Q queries (already on the model's device).
         inpaint: optional known rows, per query (Q, ...) (repeated over candidates here).
         guidance: optional ``guidance(x0, t, i, cond) -> x0`` applied to every clean estimate (the safety
@@ -59,7 +60,8 @@ def sample(model, schedule: NoiseSchedule, cond: dict, scfg: SamplerConfig, gene
     c = scfg.candidates
     a = cond["agent_feat"].shape[1]
     d = model.cfg.control_dim
-    condc = repeat_cond(cond, c)
+    condc = repeat_cond(cond, c) if guidance is not None else None  # the hook sees one row per candidate
+    prepared = model.prepare(cond, c)  # the condition's share of the network, once for every step
     dev = cond["agent_feat"].device
     x = torch.randn((q * c, a, d), generator=generator, device=dev)
     known = None
@@ -71,8 +73,7 @@ def sample(model, schedule: NoiseSchedule, cond: dict, scfg: SamplerConfig, gene
     sched.set_timesteps(scfg.steps)
     x0 = x
     for i, t in enumerate(sched.timesteps):
-        tt = torch.full((q * c,), t, device=dev, dtype=torch.long)
-        x0 = model(x, tt, condc)
+        x0 = model(x, torch.tensor(t, device=dev), prepared)  # every row at the same noise level
         if known is not None:
             x0 = torch.where(known[1], known[0], x0)
         if guidance is not None:

@@ -94,3 +94,60 @@ def test_lane_relative_features_match_the_simulator_lane_frame():
     # a vehicle driving against the lane direction finds no lane
     off2, err2, ok2 = lane_relative(lanes, st.x[0, idx[:1]], st.y[0, idx[:1]], st.yaw[0, idx[:1]] + np.pi)
     assert not ok2[0] or abs(err2[0]) < np.pi / 2
+
+
+def _lane_tokens_reference(road, frame, cfg):
+    """Lane tokens by brute force, one query and one lane at a time: distance to every centreline sample,
+    the Lt nearest lanes within range, each sampled by arc length with np.interp on its own centreline."""
+    from drivediff.sim import layout as L
+
+    a = road.arrays
+    idx = LaneIndex.from_road(road, spacing=2.0)  # the same coarse samples the planner searches
+    offsets = np.linspace(-cfg.lane_behind, cfg.lane_ahead, cfg.lane_points)
+    out = []
+    for fx, fy, fh in frame:
+        per_lane = []
+        for lane in range(road.num_lanes):
+            i0, i1 = a.lane_i[lane, L.L_PT], a.lane_i[lane + 1, L.L_PT]
+            seg = slice(idx.starts[lane], idx.starts[lane + 1])
+            d2 = (idx.pts[seg, 0] - fx) ** 2 + (idx.pts[seg, 1] - fy) ** 2
+            per_lane.append((d2.min(), lane, idx.s[seg][int(np.argmin(d2))], i0, i1))
+        tokens = []
+        for d2, lane, s0, i0, i1 in sorted(per_lane, key=lambda r: (r[0], r[1]))[:cfg.num_lanes]:
+            if d2 > cfg.lane_range ** 2:
+                break
+            p = a.pts[i0:i1]
+            s = np.clip(s0 + offsets, 0.0, road.lane_len[lane])
+            px, py, ph = (np.interp(s, p[:, L.P_S], p[:, c]) for c in (L.P_X, L.P_Y, L.P_H))
+            dx, dy = px - fx, py - fy
+            lx, ly = dx * np.cos(fh) + dy * np.sin(fh), -dx * np.sin(fh) + dy * np.cos(fh)
+            tokens.append((d2, np.stack([lx, ly, np.cos(ph - fh), np.sin(ph - fh)], axis=-1)))
+        out.append(tokens)
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["intersection", "roundabout"])
+def test_lane_tokens_match_a_brute_force_reference(scenario):
+    from drivediff.planner.features import lane_features
+
+    w = World(scenario, num_worlds=1)
+    w.reset(seed=1)
+    w.run(50)
+    st = w.state
+    idx = np.nonzero(st.valid[0])[0][:12]
+    frame = np.stack([st.x[0, idx], st.y[0, idx], st.yaw[0, idx]], axis=1).astype(np.float64)
+    cfg = PlannerConfig()
+    feat, mask = lane_features(LaneIndex.from_road(w.road), frame, cfg)
+    ref = _lane_tokens_reference(w.road, frame, cfg)
+    checked = 0
+    for qi, tokens in enumerate(ref):
+        assert mask[qi].sum() == len(tokens)
+        d2 = [t[0] for t in tokens]
+        for k, (_, pts) in enumerate(tokens):
+            if any(abs(d2[k] - d2[j]) < 1e-6 for j in range(len(d2)) if j != k):
+                continue  # lanes at the same distance (branches from one point) may come in either order
+            got = feat[qi, k, :4 * cfg.lane_points].reshape(cfg.lane_points, 4)
+            np.testing.assert_allclose(got[:, :2] * POS_SCALE, pts[:, :2], atol=1e-3)
+            np.testing.assert_allclose(got[:, 2:], pts[:, 2:], atol=1e-5)
+            checked += 1
+    assert checked >= 20
