@@ -144,14 +144,13 @@ def box_penetration(states: torch.Tensor, length: torch.Tensor, width: torch.Ten
     dx = x[:, None] - x[:, rows, None]
     dy = y[:, None] - y[:, rows, None]
     hli, hwi, hlj, hwj = hl[:, rows, None], hw[:, rows, None], hl[:, None], hw[:, None]
-    cab = ci * cj + si * sj
-    cav = -ci * sj + si * cj
-    cva = -si * cj + ci * sj
-    cvv = si * sj + ci * cj
-    o1 = hli + hlj * cab.abs() + hwj * cav.abs() - (dx * ci + dy * si).abs()
-    o2 = hwi + hlj * cva.abs() + hwj * cvv.abs() - (-dx * si + dy * ci).abs()
-    o3 = hlj + hli * cab.abs() + hwi * cva.abs() - (dx * cj + dy * sj).abs()
-    o4 = hwj + hli * cav.abs() + hwi * cvv.abs() - (-dx * sj + dy * cj).abs()
+    # |cos| and |sin| of the relative heading: the projections of one box's half-axes on the other's axes
+    cab = (ci * cj + si * sj).abs()
+    sab = (si * cj - ci * sj).abs()
+    o1 = hli + hlj * cab + hwj * sab - (dx * ci + dy * si).abs()
+    o2 = hwi + hlj * sab + hwj * cab - (-dx * si + dy * ci).abs()
+    o3 = hlj + hli * cab + hwi * sab - (dx * cj + dy * sj).abs()
+    o4 = hwj + hli * sab + hwi * cab - (-dx * sj + dy * cj).abs()
     depth = F.relu(torch.minimum(torch.minimum(o1, o2), torch.minimum(o3, o4)))  # (B, G, A, T)
     others = rows[:, None] != torch.arange(a, device=states.device)[None]  # (G, A)
     pair = (guided[:, rows, None] & mask[:, None, :] & others[None])[..., None]  # (B, G, A, 1)
@@ -228,7 +227,7 @@ def held_max(depth: torch.Tensor, tie: float = 1e-4) -> torch.Tensor:
 
 
 def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
-               exact: bool = True) -> dict[str, torch.Tensor]:
+               exact: bool = True, parts: str = "all") -> dict[str, torch.Tensor]:
     """Every named cost per row (B,) and the hard-constraint margins, for controls (B, A, H, 2).
 
     exact: contacts are checked at every simulator step (0.1 s): at planner steps (0.2 s) a vehicle at
@@ -237,13 +236,49 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     checked there, 2-3x less work (forward and backward) for a gradient that points the same way; the
     barrier correction and the selection, which decide feasibility, always use the exact check. Both roll
     out with :func:`rollout_cumulative` (the simulator's Euler steps as cumulative sums).
+    parts: ``"all"``; ``"total"`` (the weighted costs and their sum only: the gradient layer); ``"barrier"``
+    (the barrier function only: the correction layer). The subsets skip the work the caller does not use.
     """
+    if parts not in ("all", "total", "barrier"):
+        raise ValueError(f"parts must be 'all', 'total' or 'barrier', not {parts!r}")
     m = ctx.substeps if exact else 1
     fine = rollout_cumulative(ctx.agent_state, clip_controls(ctrl, ctx.cfg), ctx.sim_dt * ctx.substeps / m, m,
                               steer_max=ctx.cfg.steer_max)  # (B, A, H*m, 4)
-    states = fine[..., m - 1::m, :]  # at the planner steps
     length = ctx.agent_state[..., 4].clamp_min(0.5)
-    centres, radius = discs(fine, length, ctx.widths)
+    mask = ctx.agent_mask
+    guided = ctx.guided & mask
+    # road: discs of guided rows against the drivable area; the box reaches W/2 sideways from each disc
+    # centre (exactly, across the heading)
+    depth = fine.new_zeros(fine.shape[:3])  # (B, A, T) how far the box pokes beyond the edge (guided rows)
+    rows = torch.nonzero(guided.any(dim=0)).flatten()
+    if rows.numel():
+        centres, _ = discs(fine[:, rows], length[:, rows], ctx.widths[:, rows])
+        world = to_world(centres.reshape(centres.shape[0], -1, 2), ctx.frame).reshape(centres.shape)
+        depth[:, rows] = (sample_sdf(ctx, world) + 0.5 * ctx.widths[:, rows, None, None]).amax(dim=-1)
+    terms = {}
+    if parts != "barrier":
+        terms.update(_weighted_costs(ctrl, fine, length, depth, ctx, gcfg, m))
+        if parts == "total":
+            return terms
+    # hard constraints: clearance >= 0 (boxes without margin) and depth beyond the road edge <= tol
+    touch = box_penetration(fine, length, ctx.widths, mask, guided, 0.0, rear_exempt=True)  # (B, A, T*m)
+    # barrier function: >= 0 iff feasible; unlike the worst clearance it keeps a gradient once boxes
+    # overlap by more than their width (the accumulated depth from the first contact on)
+    terms["barrier"] = -(held_max(touch).sum(dim=(-1, -2)) / m
+                         + (F.relu(depth - gcfg.offroad_tol) * guided[..., None]).sum(dim=(-1, -2)) / m)
+    if parts == "barrier":
+        return terms
+    clear = -touch.amax(dim=(-1, -2))  # (B,) < 0: the boxes overlap somewhere
+    road_depth = torch.where(guided[..., None], depth, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
+    terms["clearance"] = clear
+    terms["road_depth"] = road_depth
+    terms["feasible"] = (clear > -1e-6) & (road_depth <= gcfg.offroad_tol)
+    return terms
+
+
+def _weighted_costs(ctrl, fine, length, depth, ctx: GuidanceContext, gcfg: GuidanceConfig, m: int) -> dict:
+    """The named soft costs of :func:`cost_terms` and their weighted sum ``total``."""
+    states = fine[..., m - 1::m, :]  # at the planner steps
     mask = ctx.agent_mask
     guided = ctx.guided & mask
     pen = box_penetration(fine, length, ctx.widths, mask, guided, gcfg.margin, rear_exempt=True)  # (B, A, T*m)
@@ -252,26 +287,18 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     proj_xy = fine[..., :2] + gcfg.ttc * vf * torch.stack([torch.cos(fine[..., 2]), torch.sin(fine[..., 2])], -1)
     proj = torch.cat([proj_xy, fine[..., 2:]], dim=-1)
     pen_ttc = box_penetration(proj, length, ctx.widths, mask, guided, 0.0, rear_exempt=True)
-    # road: discs of guided rows against the drivable area
-    world = to_world(centres.reshape(centres.shape[0], -1, 2), ctx.frame).reshape(centres.shape)
-    sdf = sample_sdf(ctx, world)  # (B, A, T, 3)
-    # the box reaches W/2 sideways from each disc centre (exactly, across the heading)
-    half_w = 0.5 * ctx.widths[..., None, None]
-    depth = (sdf + half_w).amax(dim=-1)  # (B, A, T) how far the box pokes beyond the road edge
     out_road = F.relu(depth) * guided[..., None]
     # speed limit, comfort (guided rows)
     v = states[..., 3:4]
     speed_ex = F.relu(v[..., 0] - ctx.speed_limit[:, None, None]) * guided[..., None]
     dt = ctx.cfg.plan_dt
-    c_ctrl = clip_controls(ctrl, ctx.cfg)
-    acc = c_ctrl[..., 0]
+    acc = clip_controls(ctrl, ctx.cfg)[..., 0]
     jerk = torch.diff(acc, dim=-1) / dt
     yaw_rate = torch.diff(states[..., 2], dim=-1, prepend=ctx.agent_state[..., None, 2]) / dt
     lat_acc = v[..., 0] * yaw_rate
     comfort = (F.relu(acc - LON_ACC_MAX) ** 2 + F.relu(LON_ACC_MIN - acc) ** 2).sum(-1) \
         + (F.relu(lat_acc.abs() - LAT_ACC_MAX) ** 2).sum(-1) + (F.relu(yaw_rate.abs() - YAW_RATE_MAX) ** 2).sum(-1) \
         + (F.relu(jerk.abs() - LON_JERK_MAX) ** 2).sum(-1)
-    g = guided.float()
     # a contact counts from its first step on: with the penetration itself, a plan that drives through an
     # obstacle quickly would be cheaper than one that brakes into it
     pen = held_max(pen)
@@ -280,7 +307,7 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
         "collision": (pen ** 2).sum(dim=(-1, -2)) / m,
         "road": (out_road ** 2).sum(dim=(-1, -2)) / m,
         "speed": (speed_ex ** 2).sum(dim=(-1, -2)) * dt,
-        "comfort": (comfort * g).sum(-1),
+        "comfort": (comfort * guided.float()).sum(-1),
         "ttc": (pen_ttc ** 2).sum(dim=(-1, -2)) / m,
     }
     terms["total"] = (gcfg.w_collision * terms["collision"] + gcfg.w_road * terms["road"]
@@ -289,17 +316,6 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
         err = spacing_error(states, ctx, gcfg.time_gap, gcfg.standstill)
         terms["gap"] = (err ** 2).sum(dim=(-1, -2)) * dt
         terms["total"] = terms["total"] + gcfg.w_gap * terms["gap"]
-    # hard constraints: clearance >= 0 (disc gap with zero margin) and depth beyond the road edge <= tol
-    touch = box_penetration(fine, length, ctx.widths, mask, guided, 0.0, rear_exempt=True)  # (B, A, T*m) without margin
-    clear = -touch.amax(dim=(-1, -2))  # (B,) < 0: the boxes overlap somewhere
-    road_depth = torch.where(guided[..., None], depth, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
-    terms["clearance"] = clear
-    terms["road_depth"] = road_depth
-    # barrier function: >= 0 iff feasible; unlike the worst clearance it keeps a gradient once boxes
-    # overlap by more than their width (the accumulated depth from the first contact on)
-    terms["barrier"] = -(held_max(touch).sum(dim=(-1, -2)) / m
-                         + (F.relu(depth - gcfg.offroad_tol) * guided[..., None]).sum(dim=(-1, -2)) / m)
-    terms["feasible"] = (clear > -1e-6) & (road_depth <= gcfg.offroad_tol)
     return terms
 
 
@@ -317,7 +333,7 @@ class Guidance:
         self.num_steps = num_steps
 
     def cost(self, x0: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        return cost_terms(self.normalizer.decode(x0), self.ctx, self.gcfg, exact=exact)["total"]
+        return cost_terms(self.normalizer.decode(x0), self.ctx, self.gcfg, exact=exact, parts="total")["total"]
 
     def __call__(self, x0: torch.Tensor, t: int, i: int, cond: dict) -> torch.Tensor:
         g = self.gcfg
@@ -345,7 +361,7 @@ class Guidance:
         constraint), twice."""
         for _ in range(2):
             x = x0.detach().requires_grad_(True)
-            b = cost_terms(self.normalizer.decode(x), self.ctx, self.gcfg)["barrier"]  # (B,)
+            b = cost_terms(self.normalizer.decode(x), self.ctx, self.gcfg, parts="barrier")["barrier"]  # (B,)
             (grad,) = torch.autograd.grad(b.sum(), x)
             grad = grad * rows
             gnorm2 = (grad ** 2).sum(dim=(-1, -2)).clamp_min(1e-9)

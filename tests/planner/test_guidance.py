@@ -64,6 +64,23 @@ def test_every_cost_is_zero_on_a_feasible_plan(road):
     assert bool(t["feasible"])
 
 
+def test_cost_subsets_equal_the_full_computation(road):
+    """The gradient layer asks for the weighted costs only and the correction for the barrier only; both
+    must be what the full computation gives (a collision, a turn off the road and a fast closing)."""
+    ctx = ctx_for(road, [(0, 0, 0, 20), (12, 0, 0, 0), (0, 4, 0, 25)])
+    c = ctrl(3, lat=-1.5)
+    for exact in (True, False):
+        full = cost_terms(c, ctx, GC, exact=exact)
+        assert full["total"].item() > 0 and full["barrier"].item() < 0
+        total = cost_terms(c, ctx, GC, exact=exact, parts="total")
+        assert "barrier" not in total
+        for name in ("collision", "road", "speed", "comfort", "ttc", "total"):
+            torch.testing.assert_close(total[name], full[name])
+        torch.testing.assert_close(cost_terms(c, ctx, GC, exact=exact, parts="barrier")["barrier"], full["barrier"])
+    with pytest.raises(ValueError, match="parts"):
+        cost_terms(c, ctx, GC, parts="everything")
+
+
 @pytest.mark.parametrize("states, c, name", [
     ([(0, 0, 0, 20), (12, 0, 0, 0)], dict(), "collision"),  # drives into a stopped vehicle
     ([(0, 0, 0, 20), (35, 0, 0, 10)], dict(), "ttc"),  # closes fast on a slower one, no contact yet
