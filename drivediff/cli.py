@@ -216,6 +216,7 @@ def train_cmd(
     lr: float = typer.Option(1e-3, min=0.0),
     warmup: int = typer.Option(200, min=1, help="learning-rate warm-up steps"),
     seed: int = typer.Option(0, min=0),
+    init: Path = typer.Option(None, help="fine-tune: start from this checkpoint's weights and normaliser"),
 ):
     """Train the diffusion planner (single process, or under torchrun for DDP).
 
@@ -230,7 +231,7 @@ def train_cmd(
     rank0 = _dist_info()[0] == 0  # under torchrun only rank 0 shows progress and prints
     with Progress(console=err_console) if rank0 else contextlib.nullcontext() as prog:
         task = prog.add_task("training", total=steps) if rank0 else None
-        res = train(data, out, tcfg=tcfg, device=device,
+        res = train(data, out, tcfg=tcfg, device=device, init=init,
                     progress=lambda k, total, loss: prog.update(task, completed=k,
                                                                 description=f"training (loss {loss:.4f})"))
     if res["rank"] == 0:
@@ -287,6 +288,13 @@ def bench_planner_cmd(
 
     results = run_planner_bench(checkpoint, quick=quick, candidates=candidates)
     _emit(results, print_planner_bench, json_out)
+
+
+def _checkpoint(path: Path | None) -> str | None:
+    """A --checkpoint option checked before any work (None: the shipped planner)."""
+    if path is not None and not path.is_file():
+        raise DrivediffError(f"checkpoint {path} does not exist")
+    return str(path) if path is not None else None
 
 
 # Where the cells of a sweep run: the same three options on `collect` and every `experiment` command.
@@ -420,7 +428,7 @@ def experiment_planner_cmd(
 
     scale = _scale_options(backend, workers, address)  # the address reaches Ray through $RAY_ADDRESS
 
-    kw = {"checkpoint": str(checkpoint) if checkpoint else None, "seed": seed, "guidance": guidance}
+    kw = {"checkpoint": _checkpoint(checkpoint), "seed": seed, "guidance": guidance}
     if episodes:
         kw["episodes"] = episodes
     cfg = _config(PlannerEvalConfig.quick if quick else PlannerEvalConfig, **kw)
@@ -439,6 +447,7 @@ def experiment_platoon_cmd(
     scenarios: str = typer.Option(None, help="comma-separated: braking, sine, cut-in, join, ring, merge"),
     methods: str = typer.Option(None, help="comma-separated: idm, acc, cacc (and registered methods)"),
     policies: bool = typer.Option(False, help="drive IDM/ACC/CACC through their numpy policies, not in-kernel"),
+    checkpoint: Path = typer.Option(None, help="checkpoint of the diffusion methods (default: the shipped one)"),
     log_episode: str = typer.Option(None, help="KEY:WORLD: rerun that world of the run in OUT and write its log "
                                                "for `drivediff replay` (instead of the sweep)"),
     log: Path = typer.Option(None, help="with --log-episode: where to write it (default OUT/logs/KEY-WORLD.npz)"),
@@ -456,7 +465,7 @@ def experiment_platoon_cmd(
         return
 
     scale = _scale_options(backend, workers, address)
-    kw: dict = {"seed": seed, "in_kernel": not policies}
+    kw: dict = {"seed": seed, "in_kernel": not policies, "checkpoint": _checkpoint(checkpoint)}
     if seeds is not None:
         kw["seeds"] = seeds
     for name, value in (("scenarios", _names(scenarios)), ("methods", _names(methods))):
@@ -505,13 +514,11 @@ def experiment_safety_cmd(
         return
 
     scale_kw = _scale_options(backend, workers, address)
-    kw: dict = {"seed": seed, "checkpoint": str(checkpoint) if checkpoint else None}
+    kw: dict = {"seed": seed, "checkpoint": _checkpoint(checkpoint)}
     for name, value in (("scenarios", _names(scenarios)), ("methods", _names(methods)), ("episodes", episodes),
                         ("scale", scale)):
         if value is not None:
             kw[name] = value
-    if checkpoint is not None and not checkpoint.is_file():
-        raise DrivediffError(f"checkpoint {checkpoint} does not exist")
     cfg = _config(SafetyConfig.quick_config if quick else SafetyConfig, **kw)
     prog, update = _experiment_progress()
     with prog:

@@ -92,6 +92,7 @@ class CellContext:
     lag: float = 0.5  # actuator lag [s]
     in_kernel: bool = True  # classical controllers as in-kernel behaviours (False: their numpy policies)
     seed: int = 0
+    checkpoint: str | None = None  # planner methods: the checkpoint (None: the shipped one)
 
     @property
     def cc(self) -> CCParams:
@@ -190,7 +191,7 @@ def _planner_policy(mode: str):
         # the plans at 28 m/s infeasible (emergency braking); 0.5 m keeps the hard check for real excursions
         guidance = GuidanceConfig(w_gap=PLATOON_GAP_WEIGHT, time_gap=ctx.time_gap, standstill=ctx.standstill,
                                   offroad_tol=0.5)
-        return DiffusionPolicy(mode=mode, v2v_delay=ctx.delay, v2v_loss=ctx.loss, guidance=guidance,
+        return DiffusionPolicy(ctx.checkpoint, mode=mode, v2v_delay=ctx.delay, v2v_loss=ctx.loss, guidance=guidance,
                                sampler=SamplerConfig(steps=5, candidates=2), seed=ctx.seed)
 
     return policy
@@ -385,6 +386,7 @@ class PlatoonConfig:
     merge_duration: float = 240.0  # [s]
     merge_warmup: float = 30.0  # [s]
     in_kernel: bool = True  # classical controllers in-kernel (False: their numpy policies; same numbers)
+    checkpoint: str | None = None  # planner methods: the checkpoint (None: the shipped one)
     seed: int = 0
     quick: bool = False
 
@@ -453,7 +455,7 @@ def make_cells(cfg: PlatoonConfig) -> list[Cell]:
     cells = []
     common = {k: getattr(cfg, k) for k in ("seeds", "dt", "standstill", "kp", "kd", "lag", "ring_duration",
                                            "ring_warmup", "merge_share", "merge_duration", "merge_warmup",
-                                           "in_kernel")}
+                                           "in_kernel", "checkpoint")}
     for sc in cfg.scenarios:
         spec = SCENARIOS[sc]
         base_seed = cell_seed(cfg.seed, f"world-{sc}")
@@ -478,7 +480,7 @@ def make_cells(cfg: PlatoonConfig) -> list[Cell]:
 def _context(p: dict, seed: int) -> CellContext:
     return CellContext(time_gap=p["time_gap"] if p["time_gap"] is not None else 0.6, delay=p["delay"],
                        loss=p["loss"], standstill=p["standstill"], kp=p["kp"], kd=p["kd"], lag=p["lag"],
-                       in_kernel=p["in_kernel"], seed=seed)
+                       in_kernel=p["in_kernel"], seed=seed, checkpoint=p.get("checkpoint"))
 
 
 def build(p: dict, seed: int):

@@ -1,10 +1,10 @@
 """Training: centralised, on joint futures (the loss covers the focal vehicle and its neighbours).
 
-    drivediff train --data DIR --out CKPT [--device cpu|cuda|auto] [--steps N] [--minutes M]
+    drivediff train --data DIR --out CKPT [--device cpu|cuda|auto] [--steps N] [--minutes M] [--init CKPT0]
 
 Writes ``CKPT`` (inference checkpoint: EMA weights, normaliser, config), ``CKPT.train-state.pt`` (optimiser,
 step, random state: an interrupted run resumes from it), ``CKPT.loss.csv`` and ``CKPT.loss.png``. Every file
-is written atomically.
+is written atomically. ``--init`` fine-tunes an existing planner (its weights and normaliser) on new data.
 
 Data-parallel training runs the same command under ``torchrun`` (PyTorch DDP: gloo on CPU, nccl on GPU):
 
@@ -34,7 +34,7 @@ import torch
 
 from drivediff.errors import DrivediffError
 from drivediff.io import atomic_write
-from drivediff.planner.checkpoint import atomic_save, save_checkpoint
+from drivediff.planner.checkpoint import atomic_save, load_planner, save_checkpoint
 from drivediff.planner.config import PlannerConfig
 from drivediff.planner.data import load_shards
 from drivediff.planner.denoiser import Denoiser
@@ -149,8 +149,14 @@ def _write_curve(path: Path, rows: list[dict]) -> None:
 
 
 def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: TrainConfig | None = None,
-          device: str = "auto", progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train (or resume training) a planner; returns a summary dict."""
+          device: str = "auto", progress: Callable[[int, int, float], None] | None = None,
+          init: Path | None = None) -> dict:
+    """Train (or resume training) a planner; returns a summary dict.
+
+    init: fine-tune: start from this checkpoint's weights, normaliser and configuration (a fresh optimiser
+    and learning-rate schedule of ``tcfg.steps``) instead of a random network. An interrupted fine-tuning
+    resumes from its own training state like any run.
+    """
     cfg = cfg or PlannerConfig()
     tcfg = tcfg or TrainConfig()
     out = Path(out)
@@ -167,16 +173,24 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
     torch.manual_seed(tcfg.seed)
     state_path = Path(str(out) + ".train-state.pt")
     resume = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.exists() else None
+    start = None
     if resume is not None:
         cfg = PlannerConfig.from_dict(dict(resume["config"]))
+    elif init is not None:
+        start = load_planner(init, "cpu")
+        cfg = start.cfg
     data = load_shards(data_dir, tcfg.max_windows)
     whole = data["fut_mask"].all(axis=-1) & data["agent_mask"]  # agents whose future is known throughout
     if resume is not None:
         normalizer = Normalizer.from_state(resume["normalizer"])
+    elif start is not None:  # the network's inputs and outputs keep the scale it was trained with
+        normalizer = start.normalizer
     else:
         normalizer = Normalizer.fit(data["fut_ctrl"], whole, cfg.control_basis())
     normalizer.to(dev)
     model = Denoiser(cfg).to(dev)
+    if start is not None:
+        model.load_state_dict(start.model.state_dict())
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     step, curve, elapsed0 = 0, [], 0.0
@@ -201,14 +215,21 @@ def train(data_dir: Path, out: Path, cfg: PlannerConfig | None = None, tcfg: Tra
         warm = min(1.0, (k + 1) / tcfg.warmup)
         return tcfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(k / max(tcfg.steps, 1), 1.0)))
 
+    init_meta = None  # what a fine-tuned planner started from (kept across resumes in the training state)
+    if resume is not None:
+        init_meta = resume.get("init")
+    elif start is not None:
+        init_meta = {"checkpoint": Path(init).name, "steps": int(start.meta.get("steps", 0)),
+                     "windows": int(start.meta.get("windows", 0))}
+
     def save_all():
         if rank != 0:
             return
-        meta = {"steps": step, "windows": int(len(data["fut_ctrl"])), "train": asdict(tcfg),
+        meta = {"steps": step, "windows": int(len(data["fut_ctrl"])), "train": asdict(tcfg), "init": init_meta,
                 "seconds": elapsed0 + time.perf_counter() - t_start, "final_loss": curve[-1]["loss"] if curve else None}
         save_checkpoint(out, cfg, ema, normalizer, meta)
         atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "ema": ema.state_dict(),
-                     "optimizer": opt.state_dict(), "step": step, "curve": curve,
+                     "optimizer": opt.state_dict(), "step": step, "curve": curve, "init": init_meta,
                      "seconds": elapsed0 + time.perf_counter() - t_start,
                      "normalizer": normalizer.state()}, state_path)
         _write_curve(Path(str(out) + ".loss.csv"), curve)

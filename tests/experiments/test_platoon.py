@@ -340,6 +340,7 @@ def test_quick_experiment_end_to_end_and_resume(tmp_path):
     (("--methods", "idm,nope"), "unknown method 'nope'"),
     (("--scenarios", "highway"), "unknown scenario 'highway'"),
     (("--seeds", "0"), "seeds must be at least 1"),
+    (("--methods", "diffusion", "--checkpoint", "nowhere.pt"), "checkpoint nowhere.pt does not exist"),
 ])
 def test_bad_experiment_input_exits_cleanly(tmp_path, args, fragment):
     res = _cli("experiment", "platoon", "--quick", "--out", str(tmp_path / "r"), *args)
@@ -358,3 +359,18 @@ def test_planner_methods_carry_the_cell_settings_into_the_policy():
     assert pol.guidance.w_gap > 0 and pol.guidance.time_gap == 0.9 and pol.guidance.standstill == 3.0
     assert METHODS["diffusion"].policy(None, np.arange(3), ctx).mode == "decentralized"
     assert METHODS["diffusion"].vehicle(ctx, {"cruise": 30.0})["controlled"] is True
+
+
+def test_planner_methods_load_the_configured_checkpoint(tmp_path):
+    """--checkpoint reaches the planner of every cell (a fine-tuned planner, say)."""
+    from drivediff.experiments.platoon import METHODS, CellContext, PlatoonConfig, make_cells
+    from drivediff.planner.checkpoint import default_checkpoint, load_planner, save_checkpoint
+
+    shipped = load_planner(default_checkpoint())
+    ckpt = tmp_path / "other.pt"
+    save_checkpoint(ckpt, shipped.cfg, shipped.model, shipped.normalizer, {**shipped.meta, "marker": "other"})
+    cfg = PlatoonConfig(scenarios=("braking",), methods=("diffusion",), checkpoint=str(ckpt), seeds=1)
+    p = make_cells(cfg)[0].params
+    assert p["checkpoint"] == str(ckpt)
+    pol = METHODS["diffusion"].policy(None, np.arange(2), CellContext(checkpoint=p["checkpoint"]))
+    assert pol.planner.meta["marker"] == "other"

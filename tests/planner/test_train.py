@@ -121,6 +121,34 @@ def test_loss_decreases_and_training_resumes(tiny_data, tmp_path):
     assert planner.cfg == TINY and planner.meta["steps"] == 180
 
 
+def test_fine_tuning_starts_from_the_given_planner(tiny_data, tmp_path):
+    base = tmp_path / "base.pt"
+    train(tiny_data, base, TINY, TrainConfig(steps=60, batch_size=64, lr=3e-3, warmup=10, save_every=200),
+          device="cpu")
+    first = load_planner(base)
+    # with a zero learning rate the fine-tuned planner is the one it started from (weights and normaliser)
+    same = tmp_path / "same.pt"
+    train(tiny_data, same, None, TrainConfig(steps=5, batch_size=64, lr=0.0, warmup=1, save_every=200),
+          device="cpu", init=base)
+    again = load_planner(same)
+    for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, msg=k)
+    torch.testing.assert_close(again.normalizer.mean, first.normalizer.mean)
+    assert again.cfg == TINY and again.meta["init"] == {"checkpoint": "base.pt", "steps": 60,
+                                                       "windows": first.meta["windows"]}
+    # and training on from there starts at the base planner's loss, not at a random network's
+    tuned = tmp_path / "tuned.pt"
+    cfg = TrainConfig(steps=10, batch_size=64, lr=1e-3, warmup=1, save_every=200)
+    train(tiny_data, tuned, None, cfg, device="cpu", init=base)
+    fresh = tmp_path / "fresh.pt"
+    train(tiny_data, fresh, TINY, cfg, device="cpu")
+
+    def first_loss(path):
+        return torch.load(str(path) + ".train-state.pt", weights_only=True)["curve"][0]["loss"]
+
+    assert first_loss(tuned) < 0.7 * first_loss(fresh)
+
+
 def test_bad_checkpoints_give_clear_errors(tmp_path, tiny_data):
     with pytest.raises(CheckpointError, match="not found"):
         load_planner(tmp_path / "missing.pt")
