@@ -320,6 +320,10 @@ class Road:
         strips = []
         for k, (p, d) in enumerate(zip(pts, lanes, strict=True)):
             ext = np.asarray(p)
+            if len(ext) > 2 and np.hypot(*(ext[-1] - ext[0])) < 1e-6:
+                # a closed lane (a ring): end exactly where it starts, or the strip keeps a seam across the
+                # lane (its edge runs through the join, and everything there reads as on the road edge)
+                ext = np.vstack([ext[:-1], ext[:1]])
             if not pred[k]:
                 ext = np.vstack([ext[0] - _EXTEND * _unit(ext[1] - ext[0]), ext])
             if exit_[k]:

@@ -145,6 +145,24 @@ def test_signed_distance_grid_matches_shapely(curvy_road):
     np.testing.assert_array_equal(np.sign(ours[near]), np.sign(exact[near]))
 
 
+def test_ring_drivable_area_is_an_annulus_without_a_seam():
+    """A closed lane's drivable area is the exact annulus: no edge across the lane where it starts and ends
+    (one ran across the seam and made every vehicle there look 1 m off the road)."""
+    from drivediff.sim import World
+
+    road = World("ring").road
+    radius = road.lane_len[0] / (2 * math.pi)
+    half = road.lane_width[0] / 2
+    phi = np.linspace(-math.pi, math.pi, 721)
+    for r in (radius - half - 1.0, radius - 1.0, radius + 1.0, radius + half + 1.0):  # off the medial axis
+        xs, ys = r * np.cos(phi), r * np.sin(phi)
+        expect = np.abs(r - radius) - half  # distance to the nearer circle, negative inside
+        np.testing.assert_allclose(road.signed_distance(xs, ys), expect, atol=0.03)
+    # on the centreline (the distance field's ridge, where the bilinear grid is least exact) well inside
+    assert road.signed_distance(radius * np.cos(phi), radius * np.sin(phi)).max() < -half + 0.3
+    assert len(road.polygon.interiors) == 1
+
+
 # ------------------------------------------------------------------------------------------- sorting
 def test_sort_pairs_matches_lexsort():
     rng = np.random.default_rng(5)
