@@ -40,7 +40,7 @@ from drivediff.sim import Behavior, World
 
 __all__ = ["EnvCore", "default_target_speeds", "resolve_agents"]
 
-SERIAL_WORLDS = 2  # up to this many worlds, every kernel runs on the calling thread (see ``_serial``)
+SERIAL_WORLDS = 2  # up to this many worlds (in the env, or reset at once), kernels run on the calling thread
 
 
 @contextmanager
@@ -165,12 +165,13 @@ class EnvCore:
             worlds: indices of the worlds to reset.
         """
         idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        with _serial(self._small):
+        few = idx.size <= SERIAL_WORLDS  # e.g. the auto-reset of one or two worlds of a VectorEnv
+        with _serial(self._small or few):
             self.world.reset(seed=seed, worlds=idx)
         self._take_control(idx)
         which = np.zeros(self.num_worlds, dtype=np.bool_)
         which[idx] = True
-        self._update(which, MODE_RESET)
+        self._update(which, MODE_RESET, serial=few)
         self._is_reset = True
         if self.config.record_log:
             snap = self.world.snapshot(0)
@@ -256,9 +257,9 @@ class EnvCore:
         self._update(which, MODE_OBSERVE)
         return self.obs
 
-    def _update(self, which: np.ndarray, mode: int) -> None:
+    def _update(self, which: np.ndarray, mode: int, serial: bool = False) -> None:
         st = self.world.state
-        kernel = update_worlds_serial if self._small else update_worlds
+        kernel = update_worlds_serial if (self._small or serial) else update_worlds
         kernel(self.road.arrays, st.f, st.iv, st.m, st.route, self.slots, self.alive, self._rem0, self._prev_acc,
                self.obs_params, self.reward_params, which, mode, self.config.offroad_terminal, self.obs, self.terms,
                self.rewards, self.event, self._kd, self._kj)
@@ -274,8 +275,9 @@ class EnvCore:
             getattr(st, name)[b, i] = False
         for name in ("lane", "target_lane", "vid", "leader"):
             getattr(st, name)[b, i] = -1
-        with _serial(self._small):
-            self.world.refresh(worlds=np.unique(b))
+        worlds = np.unique(b)
+        with _serial(self._small or worlds.size <= SERIAL_WORLDS):
+            self.world.refresh(worlds=worlds)
 
     # ------------------------------------------------------------------------------------------ actions
     def _apply(self, actions) -> None:

@@ -38,6 +38,8 @@ from drivediff.sim.state import (
 __all__ = ["World"]
 
 _CHUNK_ELEMENTS = 4_000_000  # bound on random numbers drawn per chunk of a long run
+_AHEAD_STEPS = 64  # steps of random numbers ``step`` draws ahead per world and stream, in one call
+_AHEAD_ELEMENTS = 1_000_000  # bound on the numbers held ahead per stream kind (fewer steps for many worlds)
 
 
 class _Streams:
@@ -50,6 +52,53 @@ class _Streams:
         self.noise = np.random.default_rng(noise)
         self.spawn = np.random.default_rng(spawn)
         self.loss = np.random.default_rng(loss)
+
+
+class _Ahead:
+    """Random inputs of one stream kind (noise, arrivals or packet loss) drawn ahead for every world.
+
+    ``step`` takes one step's numbers per world from ``buf`` instead of calling each world's generator
+    every step (a per-world Python call, ~1 us each). A generator yields the same sequence however its draws
+    are split, and each stream is consumed by one kind of draw only, so a world's numbers are the same as
+    drawn step by step: ``run`` takes what is left here before drawing more.
+    """
+
+    def __init__(self, num_worlds: int, shape: tuple[int, ...], draw):
+        self.shape = shape
+        self.depth = max(1, min(_AHEAD_STEPS, _AHEAD_ELEMENTS // max(1, num_worlds * math.prod(shape))))
+        self.buf = None  # (B, depth, *shape), allocated on first use (most worlds have no noise or loss)
+        self.pos = np.full(num_worlds, self.depth, dtype=np.int64)  # next unused step of each world (depth: none)
+        self._draw = draw  # draw(world, steps) -> (steps, *shape) array from the world's stream
+        self._rows = np.arange(num_worlds)
+
+    def discard(self, worlds) -> None:
+        """Forget what was drawn for these worlds (their streams were replaced)."""
+        self.pos[worlds] = self.depth
+
+    def take1(self, active: np.ndarray | None) -> np.ndarray:
+        """(B, 1, *shape): one step's numbers of every (active) world; rows of inactive worlds are arbitrary."""
+        use = self._rows if active is None else np.flatnonzero(active)
+        if self.buf is None:
+            self.buf = np.zeros((self.pos.shape[0], self.depth, *self.shape))
+        for w in use[self.pos[use] >= self.depth]:
+            self.buf[w] = self._draw(w, self.depth)
+            self.pos[w] = 0
+        out = self.buf[self._rows, np.minimum(self.pos, self.depth - 1)]
+        self.pos[use] += 1
+        return out[:, None]
+
+    def take(self, t: int) -> np.ndarray:
+        """(B, t, *shape): the next t steps' numbers of every world."""
+        out = np.empty((self.pos.shape[0], t, *self.shape))
+        for w in self._rows:
+            p = int(self.pos[w])
+            r = min(self.depth - p, t)
+            if r > 0:
+                out[w, :r] = self.buf[w, p:p + r]
+            self.pos[w] = p + r
+            if r < t:
+                out[w, r:] = self._draw(w, t - r)
+        return out
 
 
 class World:
@@ -86,6 +135,12 @@ class World:
         self._streams: list[_Streams | None] = [None] * self.num_worlds
         self._seeds = np.full(self.num_worlds, -1, dtype=np.int64)
         self._zero_actions = np.zeros((self.num_worlds, self.max_vehicles, 2))
+        self._fresh = alloc_state(1, self.max_vehicles, len(self._profile), self.params.v2v_delay_steps)
+        b, n, k = self.num_worlds, self.max_vehicles, self.num_inflows
+        self._noise = _Ahead(b, (n,), lambda w, t: self._streams[w].noise.standard_normal((t, n)))
+        self._spawn = _Ahead(b, (k, NUM_SPAWN_RANDOMS),
+                             lambda w, t: self._streams[w].spawn.random((t, k, NUM_SPAWN_RANDOMS)))
+        self._loss = _Ahead(b, (n,), lambda w, t: self._streams[w].loss.random((t, n)))
         self._all = np.ones(self.num_worlds, dtype=np.bool_)
         self._no_record = alloc_record(self.num_worlds, 0, self.max_vehicles)
         self._is_reset = False
@@ -131,6 +186,8 @@ class World:
             self._seeds[b] = s
             veh = self.scenario.sample(streams.init)
             self._write_world(int(b), veh)
+        for ahead in (self._noise, self._spawn, self._loss):
+            ahead.discard(idx)
         st.profile[idx] = self._profile[None, :]
         refresh_worlds(self.road.arrays, st.packed, self.scratch, self.params, idx.astype(np.int64))
         self._is_reset = True
@@ -153,8 +210,7 @@ class World:
         n = len(veh["lane"])
         if n > self.max_vehicles:
             raise DrivediffError(f"the scenario placed {n} vehicles but the world has {self.max_vehicles} slots")
-        fresh = alloc_state(1, self.max_vehicles, st.profile.shape[1], self.params.v2v_delay_steps)
-        for arr, new in zip(st.packed, fresh.packed, strict=True):
+        for arr, new in zip(st.packed, self._fresh.packed, strict=True):
             arr[b] = new[0]
         st.next_vid[b] = n
         for name, arr in veh.items():
@@ -162,9 +218,10 @@ class World:
                 continue
             getattr(st, name)[b, :n] = arr
         x, y, yaw = np.zeros(n), np.zeros(n), np.zeros(n)
-        for i in range(n):
-            x[i], y[i], yaw[i] = (float(v) for v in self.road.position(int(veh["lane"][i]), veh["s"][i],
-                                                                        veh["d"][i]))
+        lanes = veh["lane"]
+        for ln in np.unique(lanes):  # one interpolation per lane, not per vehicle
+            on = lanes == ln
+            x[on], y[on], yaw[on] = self.road.position(int(ln), veh["s"][on], veh["d"][on])
         st.x[b, :n] = x
         st.y[b, :n] = y
         st.yaw[b, :n] = yaw
@@ -178,22 +235,20 @@ class World:
     # ---------------------------------------------------------------------------------------- randomness
     def _draw(self, t: int, active: np.ndarray | None = None):
         """Random inputs for ``t`` steps: noise (B, t, N|0), arrivals (B, t, K, 6), packet loss (B, t, N|0).
-        Worlds not in ``active`` draw nothing, so their streams stay where they are."""
-        b, n, k = self.num_worlds, self.max_vehicles, self.num_inflows
+        Worlds not in ``active`` (one step only) take nothing, so their streams stay where they are."""
+        b, k = self.num_worlds, self.num_inflows
         noisy = self._has_noise()
         lossy = self.params.v2v_loss > 0
-        noise = np.zeros((b, t, n if noisy else 0))
-        spawn = np.zeros((b, t, k, NUM_SPAWN_RANDOMS))
-        loss = np.zeros((b, t, n if lossy else 0))
-        for w, streams in enumerate(self._streams):
-            if active is not None and not active[w]:
-                continue
-            if noisy:
-                noise[w] = streams.noise.standard_normal((t, n))
-            if k:
-                spawn[w] = streams.spawn.random((t, k, NUM_SPAWN_RANDOMS))
-            if lossy:
-                loss[w] = streams.loss.random((t, n))
+        if t == 1:
+            noise = self._noise.take1(active) if noisy else np.zeros((b, 1, 0))
+            spawn = self._spawn.take1(active) if k else np.zeros((b, 1, 0, NUM_SPAWN_RANDOMS))
+            loss = self._loss.take1(active) if lossy else np.zeros((b, 1, 0))
+            return noise, spawn, loss
+        if active is not None:
+            raise DrivediffError("only single steps take an active mask")
+        noise = self._noise.take(t) if noisy else np.zeros((b, t, 0))
+        spawn = self._spawn.take(t) if k else np.zeros((b, t, 0, NUM_SPAWN_RANDOMS))
+        loss = self._loss.take(t) if lossy else np.zeros((b, t, 0))
         return noise, spawn, loss
 
     # ---------------------------------------------------------------------------------------------- step

@@ -107,6 +107,31 @@ def test_partial_reset_and_inactive_worlds():
     _assert_same(_state_arrays(w), _state_arrays(ref))
 
 
+@pytest.mark.parametrize("scenario", ["ring", "intersection"])  # acceleration noise; arrivals
+def test_numbers_drawn_ahead_keep_each_world_on_its_own_stream(scenario):
+    """``step`` draws random numbers some steps ahead; mixed with ``run``, inactive worlds and a partial
+    reset, every world still follows the rollout of its seed alone."""
+    w = World(scenario, num_worlds=3)
+    w.reset(seed=[1, 2, 3])
+    seeds = [1, 2, 3]
+    for t in range(150):
+        if t == 90:
+            w.reset(seed=[9], worlds=[1])
+            seeds[1] = 9
+        if t % 5 == 0:
+            w.run(3)
+        elif t % 5 == 1:
+            w.step(active=np.array([True, False, True]))
+        else:
+            w.step()
+    for b in range(3):
+        single = World(scenario, num_worlds=1)
+        single.reset(seed=[seeds[b]])
+        single.run(int(w.state.step[b]))
+        for k, v in _state_arrays(single).items():
+            np.testing.assert_array_equal(getattr(w.state, k)[b], v[0], err_msg=f"world {b}: {k}")
+
+
 def test_external_actions_drive_the_vehicle_and_bad_actions_are_rejected():
     w = World("highway", num_worlds=2)
     w.reset(seed=0)
