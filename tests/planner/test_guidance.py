@@ -140,6 +140,30 @@ def test_guidance_moves_only_guided_rows_and_lowers_the_cost(road):
     assert b0 < 0 and t2["barrier"].item() > 0.5 * b0
 
 
+def test_interaction_costs_brake_rather_than_steer(road):
+    """Closing on a stopped vehicle in the same lane: by default the collision and TTC gradients reach the
+    accelerations only (the deepest-overlap axis of a rear-end conflict is sideways, and following it
+    steered plans off the road); with ``lateral_avoidance`` they steer too. Cost values are the same."""
+    ctx = ctx_for(road, [(0, 0, 0, 20), (30, 0, 0, 0)])
+    grads = {}
+    for lateral in (False, True):
+        gc = GuidanceConfig(w_road=0.0, w_speed=0.0, w_comfort=0.0, lateral_avoidance=lateral)
+        c = (ctrl(2) + torch.tensor([0.0, 0.2])).requires_grad_(True)  # a slight drift to the left
+        cost = cost_terms(c, ctx, gc, exact=False, parts="total")["total"]
+        (grads[lateral],) = torch.autograd.grad(cost.sum(), c)
+        with torch.no_grad():
+            same = cost_terms(c.detach(), ctx, gc, exact=False, parts="total")["total"]
+        torch.testing.assert_close(cost.detach(), same)
+    lon, lat = grads[False][0, 0], grads[True][0, 0]
+    assert (lon[:, 0] > 0).any()  # slow down (the cost grows with the acceleration)
+    assert (lon[:, 1] == 0).all()  # and do not steer
+    assert lat[:, 1].abs().sum() > 0
+    # the barrier of the correction layer follows the same rule
+    c = (ctrl(2) + torch.tensor([0.0, 0.2])).requires_grad_(True)
+    (g_barrier,) = torch.autograd.grad(cost_terms(c, ctx, GC)["barrier"].sum(), c)
+    assert (g_barrier[0, 0, :, 0] != 0).any() and (g_barrier[0, 0, :, 1] == 0).all()
+
+
 def test_gradients_are_finite_for_coincident_vehicles_at_zero_speed(road):
     ctx = ctx_for(road, [(0, 0, 0, 0), (0, 0, 0, 0)], guided=[0, 1])
     x = torch.zeros(1, 2, H, 2, requires_grad=True)
