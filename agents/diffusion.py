@@ -237,7 +237,7 @@ class DiffusionPolicy:
         costs = np.zeros(ctrl.shape[:2])
         if gctx is not None and self.guidance.selection:
             terms = cost_terms(ctrl.reshape(-1, *ctrl.shape[2:]), gctx.repeat(c), self.guidance)
-            chosen = safe_selection(terms, c)
+            chosen = safe_selection(terms, c, self.guidance.w_progress)
             costs = terms["total"].reshape(-1, c).detach().numpy()
             brake = chosen < 0
             if brake.any():  # no feasible candidate: emergency braking with the wheel straight

@@ -67,12 +67,17 @@ class GuidanceConfig:
     w_speed: float = 0.5
     w_comfort: float = 0.2
     w_ttc: float = 2.0
-    offroad_tol: float = 0.1  # [m] a disc this far beyond the edge is a hard violation
+    offroad_tol: float = 0.1  # [m] a box this far beyond the edge (beyond where it starts) is a hard violation
     # collision, TTC and spacing gradients act on the accelerations only: avoiding a vehicle means braking
     # (or speeding up), not swerving; steering answers to the road, speed and comfort costs. With True they
     # steer too, and in a single lane the deepest-overlap axis of a rear-end conflict is sideways: measured
     # on the platoon braking scenario, their gradients doubled the candidates leaving the road (7% -> 15%)
     lateral_avoidance: bool = False
+    # selection: a candidate's score is its cost minus w_progress x its progress relative to the query's
+    # most progressive candidate (nuPlan's ego-progress ratio); many candidates cost exactly 0, and the
+    # choice among them is otherwise the first. Off by default: 0.5 gave 4-10% more progress on merge,
+    # intersection and dense highway but one more colliding episode in 10 on cut-in and lead braking
+    w_progress: float = 0.0
     # platoon objective (off by default): keep the constant-time-gap spacing r + h v behind the vehicle ahead
     w_gap: float = 0.0
     time_gap: float = 0.6  # [s] h
@@ -260,12 +265,20 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     guided = ctx.guided & mask
     # road: discs of guided rows against the drivable area; the box reaches W/2 sideways from each disc
     # centre (exactly, across the heading)
-    depth = fine.new_zeros(fine.shape[:3])  # (B, A, T) how far the box pokes beyond the edge (guided rows)
+    # how far the box pokes beyond the edge (guided rows), at the start (the state the vehicle is in) and
+    # along the plan: (B, A, 1 + T)
+    depth = fine.new_zeros(fine.shape[:2] + (1 + fine.shape[2],))
     rows = torch.nonzero(guided.any(dim=0)).flatten()
     if rows.numel():
-        centres, _ = discs(fine[:, rows], length[:, rows], ctx.widths[:, rows])
+        path = torch.cat([ctx.agent_state[:, rows, None, :4], fine[:, rows]], dim=2)
+        centres, _ = discs(path, length[:, rows], ctx.widths[:, rows])
         world = to_world(centres.reshape(centres.shape[0], -1, 2), ctx.frame).reshape(centres.shape)
         depth[:, rows] = (sample_sdf(ctx, world) + 0.5 * ctx.widths[:, rows, None, None]).amax(dim=-1)
+    # the hard limit: offroad_tol, or the depth the vehicle starts at plus offroad_tol. A vehicle already
+    # poking out (a corner past a connector's edge) would otherwise find every plan infeasible, brake, and
+    # stand there for good
+    allowed = torch.maximum(depth[..., :1], torch.zeros_like(depth[..., :1])) + gcfg.offroad_tol  # (B, A, 1)
+    depth = depth[..., 1:]
     terms = {}
     if parts != "barrier":
         terms.update(_weighted_costs(ctrl, fine, inter, length, depth, ctx, gcfg, m))
@@ -276,14 +289,17 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     # barrier function: >= 0 iff feasible; unlike the worst clearance it keeps a gradient once boxes
     # overlap by more than their width (the accumulated depth from the first contact on)
     terms["barrier"] = -(held_max(touch).sum(dim=(-1, -2)) / m
-                         + (F.relu(depth - gcfg.offroad_tol) * guided[..., None]).sum(dim=(-1, -2)) / m)
+                         + (F.relu(depth - allowed) * guided[..., None]).sum(dim=(-1, -2)) / m)
     if parts == "barrier":
         return terms
     clear = -touch.amax(dim=(-1, -2))  # (B,) < 0: the boxes overlap somewhere
     road_depth = torch.where(guided[..., None], depth, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
+    beyond = torch.where(guided[..., None], depth - allowed, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
     terms["clearance"] = clear
     terms["road_depth"] = road_depth
-    terms["feasible"] = (clear > -1e-6) & (road_depth <= gcfg.offroad_tol)
+    terms["feasible"] = (clear > -1e-6) & (beyond <= 0)
+    # distance the guided rows drive along their planned paths (selection's progress term)
+    terms["progress"] = (fine[..., 3] * guided[..., None]).sum(dim=(-1, -2)) * (ctx.sim_dt * ctx.substeps / m)
     return terms
 
 
@@ -420,9 +436,14 @@ def emergency_brake(cfg: PlannerConfig, shape) -> torch.Tensor:
     return ctrl
 
 
-def safe_selection(terms: dict, num_candidates: int) -> torch.Tensor:
-    """Per query: the cheapest feasible candidate, or -1 when none is feasible. terms: (Q*C,) tensors."""
+def safe_selection(terms: dict, num_candidates: int, w_progress: float = 0.0) -> torch.Tensor:
+    """Per query: the cheapest feasible candidate, or -1 when none is feasible. terms: (Q*C,) tensors.
+
+    w_progress: the score is ``total - w_progress * progress / max progress of the query's candidates``."""
     total = terms["total"].reshape(-1, num_candidates)
+    if w_progress:
+        progress = terms["progress"].reshape(-1, num_candidates)
+        total = total - w_progress * progress / progress.amax(dim=1, keepdim=True).clamp_min(1e-3)
     feasible = terms["feasible"].reshape(-1, num_candidates)
     total = torch.where(feasible, total, torch.full_like(total, math.inf))
     best = total.argmin(dim=1)

@@ -179,6 +179,38 @@ def test_safe_selection_picks_the_cheapest_feasible_or_brakes():
     assert math.isfinite(terms["total"].min().item())
 
 
+def test_selection_can_prefer_progress_among_equally_cheap_candidates():
+    terms = {"total": torch.tensor([0.0, 0.0, 0.2, 0.0]), "feasible": torch.tensor([True, True, True, False]),
+             "progress": torch.tensor([10.0, 40.0, 60.0, 80.0])}
+    assert safe_selection(terms, 4).item() == 0  # the cheapest (the first of equals)
+    assert safe_selection(terms, 4, w_progress=0.5).item() == 1  # 0 - 0.5*40/80 < 0.2 - 0.5*60/80
+    assert safe_selection(terms, 4, w_progress=5.0).item() == 2  # progress outweighs 0.2 of cost
+    # progress is the distance the guided row drives
+    ctx_terms = cost_terms(ctrl(1, accel=1.0), ctx_for(_road_for_progress(), [(0, 0, 0, 10)]), GC)
+    t = CFG.horizon * CFG.plan_dt
+    assert ctx_terms["progress"].item() == pytest.approx(10 * t + 0.5 * t * t, rel=0.02)
+
+
+def _road_for_progress():
+    b = RoadBuilder()
+    b.add_lane("r", Straight((-100, 0), (400, 0)))
+    return b.build()
+
+
+def test_a_vehicle_already_past_the_edge_may_stay_or_return_but_not_go_further(road):
+    """The road limit counts from where the vehicle starts: a box already past the edge (a corner beyond a
+    connector, say) may keep that depth, or return; only going further out is infeasible (before, every
+    plan of such a vehicle was infeasible, and it braked and stood there)."""
+    ctx = ctx_for(road, [(0, -2.3, 0, 10)])  # the road's edge is at y = -2; the 2 m wide box reaches -3.3
+    stay = cost_terms(ctrl(1), ctx, GC)
+    assert stay["road_depth"].item() > GC.offroad_tol and bool(stay["feasible"])
+    assert bool(cost_terms(ctrl(1, lat=0.5), ctx, GC)["feasible"])  # back towards the lane
+    out = cost_terms(ctrl(1, lat=-1.0), ctx, GC)  # further out
+    assert not bool(out["feasible"]) and out["barrier"].item() < 0
+    # from inside the lane the absolute limit holds as before
+    assert not bool(cost_terms(ctrl(1, lat=-1.0), ctx_for(road, [(0, 0, 0, 10)]), GC)["feasible"])
+
+
 def test_being_run_into_from_behind_is_not_the_planners_violation(road):
     """A follower predicted to keep 15 m/s runs into the stopped ego: no plan of the ego can avoid it, and
     it is the follower's fault, so the ego's plan stays feasible; the mirror case (the ego running into a
