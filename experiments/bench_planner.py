@@ -2,7 +2,8 @@
 
 For 1, 8 and 32 controlled vehicles (decentralised mode: one query per vehicle, all queries of a cycle in
 one batch), 5 and 10 sampling steps: the wall time of a full replanning cycle (features, sampling of
-every candidate, rollout, selection) on one CPU thread, and on the GPU when one is present. Each
+every candidate, rollout, selection) on one CPU thread (torch and the simulator's Numba kernels), and on
+the GPU when one is present. Each
 configuration is timed without guidance and with every safety-guidance layer on (cost gradients on x0,
 barrier correction, cost-based selection), so the cost of guidance is read off side by side.
 """
@@ -33,8 +34,13 @@ def _cycle_latencies(checkpoint, vehicles: int, steps: int, candidates: int, dev
 
 
 def run_planner_bench(checkpoint=None, quick: bool = False, candidates: int = 4) -> dict:
-    threads = torch.get_num_threads()
+    import numba
+
+    threads, sim_threads = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    # one core for everything: the simulator stepping the (single) world between replans would otherwise
+    # keep a second thread spinning beside the planner's
+    numba.set_num_threads(1)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     try:
@@ -51,6 +57,7 @@ def run_planner_bench(checkpoint=None, quick: bool = False, candidates: int = 4)
                                      "per_vehicle_ms": 1000 * float(lat.mean()) / vehicles})
     finally:
         torch.set_num_threads(threads)
+        numba.set_num_threads(sim_threads)
     return {"rows": rows, "torch_threads": 1, "torch": torch.__version__}
 
 
