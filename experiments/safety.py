@@ -318,7 +318,9 @@ def targets(cells: dict) -> dict:
                                                           if un["collision_rate"] > 0 else float("nan"))
         out["collisions_at_most_one_fifth"] = bool(gc["collision_rate"] <= un["collision_rate"] / 5.0)
         out["progress_change_vs_unguided"] = gc["progress_m"] / un["progress_m"] - 1.0 if un["progress_m"] else None
-        out["progress_within_5pct"] = bool(abs(out["progress_change_vs_unguided"] or 0.0) <= 0.05)
+        # "progress within 5% of unguided": safety may cost at most 5% of the progress. Unguided episodes end at
+        # their first collision, so guided planning can make more progress; that is not counted against it
+        out["progress_within_5pct"] = bool((out["progress_change_vs_unguided"] or 0.0) >= -0.05)
         if not math.isnan(ex["collision_rate"]):
             out["no_worse_than_expert"] = bool(gc["collision_rate"] <= ex["collision_rate"])
         out["offroad_step_share_le_1pct"] = bool(gc["offroad_step_share"] <= 0.01)
