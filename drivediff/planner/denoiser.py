@@ -112,7 +112,8 @@ class Block(nn.Module):
         k, v = _split(F.linear(lanes, self.cross.in_proj_weight[d:], self.cross.in_proj_bias[d:]), 2, self.heads)
         return k.transpose(1, 2).contiguous(), v
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, pc: PreparedCondition) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, pc: PreparedCondition, lane_kv) -> torch.Tensor:
+        """x (B, A, d) agent tokens, temb (B or 1, d), lane_kv: this block's entry of ``pc.lane_kv``."""
         n, a, d = x.shape
         h = self.heads
         p = self.dropout if self.training else 0.0
@@ -125,7 +126,7 @@ class Block(nn.Module):
         # cross-attention to the lanes: the candidates of a query share its cached keys and values
         y = self.norm2(x).reshape(-1, pc.repeats * a, d)
         q = _split(F.linear(y, self.cross.in_proj_weight[:d], self.cross.in_proj_bias[:d]), 1, h)[0]
-        k_t, v = pc.lane_kv[self._index]
+        k_t, v = lane_kv
         y = _merge(attend(q, k_t, v, pc.lane_bias, p), h).reshape(n, a, d)
         x = x + self.cross.out_proj(y)
         y = self.norm3(x) * (1 + scale3) + shift3
@@ -154,8 +155,6 @@ class Denoiser(nn.Module):
         self.null_lane = nn.Parameter(torch.zeros(1, 1, d))  # always attendable: queries with no lane nearby
         self.time = _mlp(d, 2 * d, d)
         self.blocks = nn.ModuleList([Block(d, cfg.num_heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.num_layers)])
-        for i, blk in enumerate(self.blocks):
-            blk._index = i
         self.out_norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, cfg.control_dim)
 
@@ -183,8 +182,8 @@ class Denoiser(nn.Module):
         x = self.agent_in[2](self.agent_in[1](h))
         t = torch.as_tensor(t, device=x_t.device).reshape(-1)
         temb = self.time(timestep_embedding(t, self.cfg.d_model))  # (B, d), or (1, d) shared by every row
-        for blk in self.blocks:
-            x = blk(x, temb, pc)
+        for blk, lane_kv in zip(self.blocks, pc.lane_kv, strict=True):
+            x = blk(x, temb, pc, lane_kv)
         return self.out(self.out_norm(x)) * pc.agent_mask[..., None]
 
     def num_parameters(self) -> int:

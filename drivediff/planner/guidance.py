@@ -263,10 +263,9 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     length = ctx.agent_state[..., 4].clamp_min(0.5)
     mask = ctx.agent_mask
     guided = ctx.guided & mask
-    # road: discs of guided rows against the drivable area; the box reaches W/2 sideways from each disc
-    # centre (exactly, across the heading)
-    # how far the box pokes beyond the edge (guided rows), at the start (the state the vehicle is in) and
-    # along the plan: (B, A, 1 + T)
+    # road: how far the box of a guided row pokes beyond the drivable area's edge, (B, A, 1 + T) at the start
+    # (the state the vehicle is in) and along the plan: three discs along the vehicle against the distance
+    # grid, plus W/2 (the box reaches that far sideways from each disc centre, exactly, across the heading)
     depth = fine.new_zeros(fine.shape[:2] + (1 + fine.shape[2],))
     rows = torch.nonzero(guided.any(dim=0)).flatten()
     if rows.numel():
