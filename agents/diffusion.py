@@ -29,7 +29,7 @@ import torch
 from drivediff.errors import DrivediffError
 from drivediff.planner.checkpoint import default_checkpoint, load_planner
 from drivediff.planner.data import substeps
-from drivediff.planner.dynamics import clip_controls, rollout_cumulative, steering
+from drivediff.planner.dynamics import clip_controls, plan_states, steering
 from drivediff.planner.features import SNAPSHOT_FIELDS, SPEED_SCALE, LaneIndex, build_queries, to_world
 from drivediff.planner.guidance import (
     Guidance,
@@ -247,8 +247,8 @@ class DiffusionPolicy:
         else:
             ctx = {"cond": cond, "ctrl": ctrl, "agent_state": state, "query": q}
             chosen = select(self.scfg.selector, z, ctx)
-        states = rollout_cumulative(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, self.dt, self.m,
-                                    steer_max=self.cfg.steer_max)[..., self.m - 1::self.m, :]  # (Q, C, A, H, 4)
+        states = plan_states(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, self.dt, self.m,
+                             steer_max=self.cfg.steer_max)  # (Q, C, A, H, 4)
         self._store(world, specs, q, owners, ctrl, states, chosen, costs)
         self.latencies.append(time.perf_counter() - t0)
         self.queries.append(sum(len(group) for *_, group in specs))

@@ -3,9 +3,9 @@
 For 1, 8 and 32 controlled vehicles (decentralised mode: one query per vehicle, all queries of a cycle in
 one batch), 5 and 10 sampling steps: the wall time of a full replanning cycle (features, sampling of
 every candidate, rollout, selection) on one CPU thread (torch and the simulator's Numba kernels), and on
-the GPU when one is present. Each
-configuration is timed without guidance and with every safety-guidance layer on (cost gradients on x0,
-barrier correction, cost-based selection), so the cost of guidance is read off side by side.
+the GPU when one is present. Each configuration is timed without guidance and with every safety-guidance
+layer on (cost gradients on x0, barrier correction, cost-based selection), so the cost of guidance is read
+off side by side.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def open_loop_cell(cell: Cell, seed: int) -> list[dict]:
 
     from drivediff.planner.checkpoint import default_checkpoint, load_planner
     from drivediff.planner.data import collect_episode
-    from drivediff.planner.dynamics import clip_controls, rollout
+    from drivediff.planner.dynamics import clip_controls, plan_states
     from drivediff.planner.sampler import SamplerConfig, sample, select
     from drivediff.planner.schedulers import NoiseSchedule
 
@@ -149,7 +149,7 @@ def open_loop_cell(cell: Cell, seed: int) -> list[dict]:
 
     dt = World(p["scenario"]).dt
     m = int(round(cfg.plan_dt / dt))
-    states = rollout(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, dt, m, steer_max=cfg.steer_max)
+    states = plan_states(state[:, None].expand(-1, ctrl.shape[1], -1, -1), ctrl, dt, m, steer_max=cfg.steer_max)
     chosen = select(scfg.selector, z, {}).numpy()
     xy = states[np.arange(n), chosen, 0, :, :2].numpy()  # focal
     truth = data["fut_xy"][idx, 0]

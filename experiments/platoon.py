@@ -185,7 +185,6 @@ def _planner_policy(mode: str):
     def policy(world, slots, ctx: CellContext):
         from drivediff.agents.diffusion import DiffusionPolicy
         from drivediff.planner.guidance import GuidanceConfig
-        from drivediff.planner.sampler import SamplerConfig
 
         # a single 4 m lane leaves 1 m either side of a 2 m car: the default 0.1 m off-road tolerance made 23% of
         # the plans at 28 m/s infeasible (emergency braking); 0.5 m keeps the hard check for real excursions
@@ -195,7 +194,7 @@ def _planner_policy(mode: str):
         # braking scenario without a feasible candidate 20 times in 3 worlds, and each emergency brake
         # amplified down the platoon (gamma 0.99-1.16 against 0.97-0.99)
         return DiffusionPolicy(ctx.checkpoint, mode=mode, v2v_delay=ctx.delay, v2v_loss=ctx.loss, guidance=guidance,
-                               sampler=SamplerConfig(), seed=ctx.seed)
+                               seed=ctx.seed)
 
     return policy
 

@@ -75,6 +75,14 @@ def rollout(state: torch.Tensor, ctrl: torch.Tensor, sim_dt: float, substeps: in
     return torch.stack(out, dim=-2)
 
 
+def plan_states(state: torch.Tensor, ctrl: torch.Tensor, sim_dt: float, substeps: int,
+                steer_max: float = PlannerConfig.steer_max) -> torch.Tensor:
+    """States (..., H, 4) at the end of each planner step of controls (..., H, 2) held for ``substeps``
+    simulator steps of ``sim_dt`` (:func:`rollout_cumulative` read at the planner steps)."""
+    fine = rollout_cumulative(state, ctrl, sim_dt, substeps, steer_max=steer_max)
+    return fine[..., substeps - 1::substeps, :]
+
+
 def rollout_cumulative(state: torch.Tensor, ctrl: torch.Tensor, dt: float, substeps: int = 1, v_max: float = 40.0,
                        steer_max: float = PlannerConfig.steer_max) -> torch.Tensor:
     """:func:`rollout` with one Euler step of ``dt`` per control, written with cumulative sums over the

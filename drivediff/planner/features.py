@@ -43,8 +43,6 @@ class LaneIndex:
     pts: np.ndarray  # (P, 2) coarse points, grouped by lane
     starts: np.ndarray  # (L+1,) CSR offsets of each lane's coarse points
     s: np.ndarray  # (P,) arc length of each coarse point on its lane
-    fine_s: list  # per lane (P_l,) arc lengths of the fine centreline
-    fine_xyh: list  # per lane (P_l, 3) x, y, heading
     length: np.ndarray  # (L,)
     width: np.ndarray  # (L,)
     speed: np.ndarray  # (L,)
@@ -69,19 +67,19 @@ class LaneIndex:
             pts.append(p[idx, :2])
             s_all.append(p[idx, L.P_S])
             starts.append(starts[-1] + len(idx))
-            fine_s.append(p[:, L.P_S].copy())
-            fine_xyh.append(p[:, [L.P_X, L.P_Y, L.P_H]].copy())
+            fine_s.append(p[:, L.P_S])
+            fine_xyh.append(p[:, [L.P_X, L.P_Y, L.P_H]])
         starts = np.array(starts)
         coarse_h = np.concatenate([np.interp(s, fs, xyh[:, 2])
                                    for s, fs, xyh in zip(s_all, fine_s, fine_xyh, strict=True)])
         fine_starts = np.r_[0, np.cumsum([len(fs) for fs in fine_s])]
         base = np.r_[0.0, np.cumsum([fs[-1] + 1.0 for fs in fine_s])][:-1]
         key = np.concatenate([fs + b for fs, b in zip(fine_s, base, strict=True)])
-        return cls(np.concatenate(pts), starts, np.concatenate(s_all), fine_s, fine_xyh,
-                   road.lane_len.copy(), road.lane_width.copy(), road.lane_speed.copy(),
-                   np.asarray(road.junction, dtype=bool), np.cos(coarse_h), np.sin(coarse_h),
-                   np.repeat(np.arange(road.num_lanes), np.diff(starts)), np.concatenate(fine_xyh), fine_starts, key,
-                   base)
+        return cls(pts=np.concatenate(pts), starts=starts, s=np.concatenate(s_all), length=road.lane_len.copy(),
+                   width=road.lane_width.copy(), speed=road.lane_speed.copy(),
+                   junction=np.asarray(road.junction, dtype=bool), coarse_cos=np.cos(coarse_h),
+                   coarse_sin=np.sin(coarse_h), lane_of=np.repeat(np.arange(road.num_lanes), np.diff(starts)),
+                   fine_all=np.concatenate(fine_xyh), fine_starts=fine_starts, fine_key=key, fine_base=base)
 
 
 def _to_frame(x, y, frame):

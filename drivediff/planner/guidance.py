@@ -60,7 +60,7 @@ class GuidanceConfig:
     clip: float = 0.5  # max norm of one step per agent row
     window: float = 0.6  # guide while t <= window * T (the lower noise levels)
     correction_steps: int = 2  # last denoising steps that get the correction
-    margin: float = 0.3  # [m] collision margin between discs
+    margin: float = 0.3  # [m] the vehicle boxes are grown by this for the collision cost
     ttc: float = 0.95  # [s] time-to-collision threshold
     w_collision: float = 10.0
     w_road: float = 5.0
@@ -110,18 +110,17 @@ class GuidanceContext:
 # ------------------------------------------------------------------------------------------------- geometry
 
 
-def discs(states: torch.Tensor, length: torch.Tensor, width: torch.Tensor):
-    """Three discs covering each box: centres (..., T, 3, 2) and radius (..., 1, 1).
+def disc_centres(states: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """Centres (..., T, 3, 2) of three discs along each vehicle, at -L/3, 0 and +L/3 along its heading.
 
-    states (..., T, 4) x, y, yaw, speed; length, width (...). The discs sit at -L/3, 0, +L/3 along the
-    heading with radius sqrt((L/6)^2 + (W/2)^2), so their union contains the box.
+    states (..., T, 4) x, y, yaw, speed; length (...). The road cost adds W/2 to the signed distance at
+    these centres: across the heading the box reaches exactly that far from each of them.
     """
     c, s = torch.cos(states[..., 2]), torch.sin(states[..., 2])
     off = torch.stack([-length / 3, torch.zeros_like(length), length / 3], dim=-1)[..., None, :]  # (..., 1, 3)
     cx = states[..., 0:1] + off * c[..., None]
     cy = states[..., 1:2] + off * s[..., None]
-    radius = torch.sqrt((length / 6) ** 2 + (width / 2) ** 2)[..., None, None]
-    return torch.stack([cx, cy], dim=-1), radius
+    return torch.stack([cx, cy], dim=-1)
 
 
 def box_penetration(states: torch.Tensor, length: torch.Tensor, width: torch.Tensor, mask: torch.Tensor,
@@ -270,7 +269,7 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     rows = torch.nonzero(guided.any(dim=0)).flatten()
     if rows.numel():
         path = torch.cat([ctx.agent_state[:, rows, None, :4], fine[:, rows]], dim=2)
-        centres, _ = discs(path, length[:, rows], ctx.widths[:, rows])
+        centres = disc_centres(path, length[:, rows])
         world = to_world(centres.reshape(centres.shape[0], -1, 2), ctx.frame).reshape(centres.shape)
         depth[:, rows] = (sample_sdf(ctx, world) + 0.5 * ctx.widths[:, rows, None, None]).amax(dim=-1)
     # the hard limit: offroad_tol, or the depth the vehicle starts at plus offroad_tol. A vehicle already
