@@ -122,3 +122,23 @@ def test_unknown_names_and_missing_files():
         load_scenario("missing/file.yaml")
     with pytest.raises(ScenarioError, match="KEY=VALUE"):
         parse_set_options(["traffic.count"])
+
+
+def test_spawn_lane_draw_matches_generator_choice():
+    """``_random`` draws the lane as ``bisect_right(_span_cdf(lanes), rng.random())``: the same lane and the
+    same generator state as ``rng.choice(len(lanes), p=spans / spans.sum())``, which it replaces."""
+    import bisect
+
+    import numpy as np
+
+    from drivediff.scenarios.builders import SpawnLane
+    from drivediff.scenarios.compiled import _span_cdf
+
+    for n in range(1, 7):
+        lanes = [SpawnLane(k, 3.0 * k, 3.0 * k + 17.3 + 41.9 * ((k * 7) % 5)) for k in range(n)]
+        spans = np.array([sl.s_hi - sl.s_lo for sl in lanes])
+        cdf = _span_cdf(lanes)
+        a, b = np.random.default_rng(n), np.random.default_rng(n)
+        for _ in range(200):
+            assert bisect.bisect_right(cdf, a.random()) == int(b.choice(n, p=spans / spans.sum()))
+        assert a.random() == b.random()
