@@ -78,10 +78,30 @@ class GuidanceConfig:
     # choice among them is otherwise the first. Off by default: 0.5 gave 4-10% more progress on merge,
     # intersection and dense highway but one more colliding episode in 10 on cut-in and lead braking
     w_progress: float = 0.0
+    # selection: when every candidate is infeasible but some keep clear of the other vehicles (they only
+    # leave the road somewhere along the plan), take the one that leaves it least instead of braking. The
+    # emergency brake holds the wheel straight, which on a bend leaves the road too; with replanning every
+    # 0.2-0.4 s an excursion seconds ahead is corrected long before it happens. Measured on the ring road:
+    # every fallback was of this kind (12 in 120 s), each a -6 m/s^2 stop that started a wave of its own.
+    # Off by default (the safety evaluation's figures were measured with the brake); the platoon methods
+    # turn it on
+    road_fallback: bool = False
     # platoon objective (off by default): keep the constant-time-gap spacing r + h v behind the vehicle ahead
     w_gap: float = 0.0
     time_gap: float = 0.6  # [s] h
     standstill: float = 2.0  # [m] r
+    # > 0: the spacing objective is a band instead of a set point: a cost only below r + h v or beyond gap_max
+    # [m]; in between the gap may breathe (jam absorption: a vehicle that lets its gap take up the leader's
+    # speed swings instead of copying them)
+    gap_max: float = 0.0
+    # smoothness: weight of the squared longitudinal acceleration (sum of a^2 dt over the plan)
+    w_smooth: float = 0.0
+    # cruise: weight of the squared deviation from the speed U of the traffic ahead, the leader's speed
+    # averaged exponentially over cruise_window seconds (sum of (v - U)^2 dt); with the spacing band this is
+    # how one vehicle damps a ring's stop-and-go wave: it holds the average speed and lets its gap take up
+    # the swings (Stern et al. 2018: a command speed from a speed history, shared/REFERENCES.md)
+    w_cruise: float = 0.0
+    cruise_window: float = 30.0  # [s]
 
 
 @dataclass
@@ -99,10 +119,19 @@ class GuidanceContext:
     sim_dt: float
     substeps: int
     cfg: PlannerConfig = field(default_factory=PlannerConfig)
+    # the vehicle ahead in each row's lane as the simulator's lane tracking (the vehicle's radar) sees it, for
+    # the spacing objective: (B, A) its row in the query (-1: not in the query, e.g. beyond the sensor range),
+    # the bumper-to-bumper gap along the lane now [m] (inf: no leader) and its speed [m/s]
+    leader: torch.Tensor | None = None
+    leader_gap: torch.Tensor | None = None
+    leader_speed: torch.Tensor | None = None
+    cruise_speed: torch.Tensor | None = None  # (B, A) [m/s] the cruise objective's speed U per row
 
     def repeat(self, c: int) -> GuidanceContext:
         rep = {k: getattr(self, k).repeat_interleave(c, 0) for k in ("agent_state", "agent_mask", "guided", "frame",
                                                                      "speed_limit", "widths")}
+        for k in ("leader", "leader_gap", "leader_speed", "cruise_speed"):
+            rep[k] = None if getattr(self, k) is None else getattr(self, k).repeat_interleave(c, 0)
         return GuidanceContext(**rep, sdf=self.sdf, sdf_meta=self.sdf_meta, sim_dt=self.sim_dt,
                                substeps=self.substeps, cfg=self.cfg)
 
@@ -196,31 +225,34 @@ def to_world(xy: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
 
 
 def spacing_error(states: torch.Tensor, ctx: GuidanceContext, time_gap: float, standstill: float,
-                  lane_half_width: float = 1.8) -> torch.Tensor:
+                  dt: float, gap_max: float = 0.0) -> torch.Tensor:
     """Relative spacing error of each guided row behind its leader, (B, A, T): (gap - (r + h v)) / (r + h v).
 
-    The leader of row i is the nearest present agent ahead of it (at the plan's start, within
-    ``lane_half_width`` of its heading line); the gap is bumper to bumper along i's heading at every step,
-    so the error follows the leader's planned (or, in communication mode, shared) motion. Rows without a
-    leader get 0.
+    states (B, A, T, 4) at steps of ``dt`` seconds. The gap is measured along the lane: the gap now
+    (``ctx.leader_gap``) plus the distance the leader drives minus the distance the row drives. The leader's
+    distance comes from its row of the plan (predicted, or in communication mode shared) when it is in the
+    query, else from its speed now held constant. Along the lane, so exact around bends, where a straight
+    line between the two would cut the corner. gap_max > 0: a band; the error is
+    the distance outside the band over ``r + h v`` (negative below the near end, positive beyond the far
+    end), 0 in between. Rows without a leader get 0.
     """
-    x, y, yaw, v = states[..., 0], states[..., 1], states[..., 2], states[..., 3]
-    length = ctx.agent_state[..., 4].clamp_min(0.5)
-    x0, y0, h0 = ctx.agent_state[..., 0], ctx.agent_state[..., 1], ctx.agent_state[..., 2]
-    c0, s0 = torch.cos(h0)[:, :, None], torch.sin(h0)[:, :, None]
-    dx0, dy0 = x0[:, None] - x0[:, :, None], y0[:, None] - y0[:, :, None]  # (B, i, j)
-    lon0, lat0 = dx0 * c0 + dy0 * s0, -dx0 * s0 + dy0 * c0
-    a = states.shape[1]
-    ahead = (lon0 > 0) & (lat0.abs() < lane_half_width) & ctx.agent_mask[:, None, :]
-    ahead &= ~torch.eye(a, dtype=torch.bool, device=states.device)
-    lead = torch.where(ahead, lon0, torch.full_like(lon0, math.inf)).argmin(dim=-1)  # (B, A)
-    has = ahead.any(dim=-1) & ctx.guided & ctx.agent_mask
-    idx = lead[..., None].expand(-1, -1, x.shape[-1])
-    xl, yl = torch.gather(x, 1, idx), torch.gather(y, 1, idx)
-    ll = torch.gather(length, 1, lead)
-    gap = (xl - x) * torch.cos(yaw) + (yl - y) * torch.sin(yaw) - 0.5 * (length + ll)[..., None]
+    if ctx.leader is None or ctx.leader_gap is None or ctx.leader_speed is None:
+        raise ValueError("the spacing objective needs the leaders in the guidance context (leader, leader_gap, "
+                         "leader_speed)")
+    v = states[..., 3]
+    travelled = torch.cumsum(v, dim=-1) * dt  # (B, A, T)
+    row = ctx.leader.clamp_min(0)
+    in_query = (ctx.leader >= 0) & torch.gather(ctx.agent_mask, 1, row)
+    t = dt * torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
+    lead = torch.where(in_query[..., None], torch.gather(travelled, 1, row[..., None].expand_as(travelled)),
+                       ctx.leader_speed[..., None] * t)
+    has = torch.isfinite(ctx.leader_gap) & ctx.guided & ctx.agent_mask
+    gap = torch.where(has, ctx.leader_gap, torch.zeros_like(ctx.leader_gap))[..., None] + lead - travelled
     desired = standstill + time_gap * v
-    err = (gap - desired) / desired.clamp_min(1.0)
+    if gap_max > 0:
+        err = (F.relu(gap - gap_max) - F.relu(desired - gap)) / desired.clamp_min(1.0)
+    else:
+        err = (gap - desired) / desired.clamp_min(1.0)
     return torch.where(has[..., None], err, torch.zeros_like(err))
 
 
@@ -295,6 +327,7 @@ def cost_terms(ctrl: torch.Tensor, ctx: GuidanceContext, gcfg: GuidanceConfig,
     beyond = torch.where(guided[..., None], depth - allowed, torch.full_like(depth, -math.inf)).amax(dim=(-1, -2))
     terms["clearance"] = clear
     terms["road_depth"] = road_depth
+    terms["road_excess"] = beyond  # [m] the deepest excursion beyond the allowed depth (<= 0: within it)
     terms["feasible"] = (clear > -1e-6) & (beyond <= 0)
     # distance the guided rows drive along their planned paths (selection's progress term)
     terms["progress"] = (fine[..., 3] * guided[..., None]).sum(dim=(-1, -2)) * (ctx.sim_dt * ctx.substeps / m)
@@ -339,9 +372,19 @@ def _weighted_costs(ctrl, fine, inter, length, depth, ctx: GuidanceContext, gcfg
     terms["total"] = (gcfg.w_collision * terms["collision"] + gcfg.w_road * terms["road"]
                       + gcfg.w_speed * terms["speed"] + gcfg.w_comfort * terms["comfort"] + gcfg.w_ttc * terms["ttc"])
     if gcfg.w_gap > 0:
-        err = spacing_error(inter[..., m - 1::m, :], ctx, gcfg.time_gap, gcfg.standstill)
+        err = spacing_error(inter, ctx, gcfg.time_gap, gcfg.standstill, ctx.sim_dt * ctx.substeps / m,
+                            gcfg.gap_max)[..., m - 1::m]
         terms["gap"] = (err ** 2).sum(dim=(-1, -2)) * dt
         terms["total"] = terms["total"] + gcfg.w_gap * terms["gap"]
+    if gcfg.w_smooth > 0:
+        terms["smooth"] = ((acc ** 2).sum(-1) * guided.float()).sum(-1) * dt
+        terms["total"] = terms["total"] + gcfg.w_smooth * terms["smooth"]
+    if gcfg.w_cruise > 0:
+        if ctx.cruise_speed is None:
+            raise ValueError("the cruise objective needs cruise_speed in the guidance context")
+        dev = (v[..., 0] - ctx.cruise_speed[..., None]) ** 2
+        terms["cruise"] = (dev.sum(-1) * guided.float()).sum(-1) * dt
+        terms["total"] = terms["total"] + gcfg.w_cruise * terms["cruise"]
     return terms
 
 
@@ -434,18 +477,27 @@ def emergency_brake(cfg: PlannerConfig, shape) -> torch.Tensor:
     return ctrl
 
 
-def safe_selection(terms: dict, num_candidates: int, w_progress: float = 0.0) -> torch.Tensor:
+def safe_selection(terms: dict, num_candidates: int, w_progress: float = 0.0,
+                   road_fallback: bool = False) -> torch.Tensor:
     """Per query: the cheapest feasible candidate, or -1 when none is feasible. terms: (Q*C,) tensors.
 
-    w_progress: the score is ``total - w_progress * progress / max progress of the query's candidates``."""
+    w_progress: the score is ``total - w_progress * progress / max progress of the query's candidates``.
+    road_fallback: when none is feasible but some keep clear of every other vehicle (they only leave the
+    road), the one that leaves it least instead of -1 (see :attr:`GuidanceConfig.road_fallback`)."""
     total = terms["total"].reshape(-1, num_candidates)
     if w_progress:
         progress = terms["progress"].reshape(-1, num_candidates)
         total = total - w_progress * progress / progress.amax(dim=1, keepdim=True).clamp_min(1e-3)
     feasible = terms["feasible"].reshape(-1, num_candidates)
     total = torch.where(feasible, total, torch.full_like(total, math.inf))
-    best = total.argmin(dim=1)
-    return torch.where(feasible.any(dim=1), best, torch.full_like(best, -1))
+    best = torch.where(feasible.any(dim=1), total.argmin(dim=1), torch.full_like(total[:, 0], -1, dtype=torch.long))
+    if road_fallback:
+        clear = terms["clearance"].reshape(-1, num_candidates) > -1e-6
+        excess = torch.where(clear, terms["road_excess"].reshape(-1, num_candidates),
+                             torch.full_like(total, math.inf))
+        use = (best < 0) & clear.any(dim=1)
+        best = torch.where(use, excess.argmin(dim=1), best)
+    return best
 
 
 def road_sdf_tensor(road) -> tuple[torch.Tensor, tuple]:

@@ -122,6 +122,41 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "drivediff.cli", *args], capture_output=True, text=True, timeout=600)
 
 
+def test_spacing_and_cruise_context_follow_the_simulators_leaders():
+    """The guidance context gives each row its leader as the simulator tracks it (row, gap along the lane,
+    speed), and the cruise speed is the leader's speed averaged exponentially over cruise_window."""
+    from drivediff.experiments.platoon import PlatoonConfig, build, make_cells
+
+    cfg = PlatoonConfig(scenarios=("ring",), methods=("diffusion",), seeds=2, ring_penetration=(2,))
+    w, lay, *_ = build(make_cells(cfg)[0].params, 0)  # the ring with 2 planner vehicles (slots 0 and 1)
+    assert w.num_controlled == 2
+    g = GuidanceConfig(w_gap=4.0, gap_max=45.0, w_cruise=3.0, cruise_window=2.0)
+    pol = DiffusionPolicy(sampler=FAST, guidance=g, seed=0)
+    pol.reset(w)
+    st = w.state
+    ema = None
+    rate = w.dt / g.cruise_window
+    for _ in range(12):
+        ahead = np.take_along_axis(st.speed, np.maximum(st.leader[:, :2], 0), axis=1)
+        ema = ahead.copy() if ema is None else ema + (ahead - ema) * rate
+        w.step(pol.act(w))
+    np.testing.assert_allclose(pol.mean_speed, ema, rtol=1e-12)
+    assert (st.leader[:, :2] >= 0).all()
+    specs = pol._queries(w, np.arange(2))
+    q = pol._build(specs)
+    owners = [b for b, *_ in specs]
+    import torch
+
+    ctx = pol._guidance_context(w, specs, q, owners, torch.as_tensor(q["agent_state"]), None)
+    for qi, (b, focal, *_) in enumerate(specs):
+        lead = int(st.leader[b, focal[0]])
+        assert ctx.leader_gap[qi, 0].item() == pytest.approx(st.gap[b, focal[0]], rel=1e-6)
+        assert ctx.leader_speed[qi, 0].item() == pytest.approx(st.speed[b, lead], rel=1e-6)
+        row = int(ctx.leader[qi, 0])
+        assert row >= 0 and q["agent_slot"][qi, row] == lead  # the nearest ahead is in the query
+        assert ctx.cruise_speed[qi, 0].item() == pytest.approx(pol.mean_speed[b, focal[0]], rel=1e-6)
+
+
 def test_simulate_with_the_planner_writes_plans_into_the_log(tmp_path):
     from drivediff.sim.log import read_log
 

@@ -359,6 +359,10 @@ def test_planner_methods_carry_the_cell_settings_into_the_policy():
     assert pol.guidance.w_gap > 0 and pol.guidance.time_gap == 0.9 and pol.guidance.standstill == 3.0
     assert METHODS["diffusion"].policy(None, np.arange(3), ctx).mode == "decentralized"
     assert METHODS["diffusion"].vehicle(ctx, {"cruise": 30.0})["controlled"] is True
+    assert pol.guidance.gap_max == 0 and pol.guidance.w_cruise == 0  # a set point on the platoon manoeuvres
+    assert pol.guidance.road_fallback
+    ring = METHODS["diffusion"].policy(None, np.arange(1), CellContext(kind="ring"))
+    assert ring.guidance.gap_max > 0 and ring.guidance.w_cruise > 0  # the jam-absorbing band on the ring
 
 
 def test_planner_methods_load_the_configured_checkpoint(tmp_path):

@@ -1,6 +1,7 @@
 """Safety guidance costs and layers."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -177,6 +178,13 @@ def test_safe_selection_picks_the_cheapest_feasible_or_brakes():
              "feasible": torch.tensor([True, False, True, False, False, False])}
     np.testing.assert_array_equal(safe_selection(terms, 3).numpy(), [2, -1])
     assert math.isfinite(terms["total"].min().item())
+    # road fallback: a query whose candidates all leave the road takes the one that leaves it least, unless
+    # none keeps clear of the others (then it still brakes)
+    terms["clearance"] = torch.tensor([0.0, 0.0, 0.0, 0.0, -0.2, 0.0])
+    terms["road_excess"] = torch.tensor([0.5, -0.1, -0.1, 0.3, 0.1, 0.2])
+    np.testing.assert_array_equal(safe_selection(terms, 3, road_fallback=True).numpy(), [2, 2])  # not 1: it collides
+    terms["clearance"][3:] = -0.2
+    np.testing.assert_array_equal(safe_selection(terms, 3, road_fallback=True).numpy(), [2, -1])
 
 
 def test_selection_can_prefer_progress_among_equally_cheap_candidates():
@@ -229,22 +237,76 @@ def test_being_run_into_from_behind_is_not_the_planners_violation(road):
     assert not bool(t2["feasible"].item()) and t2["collision"].item() > 0
 
 
+def with_leader(ctx, row=-1, gap=math.inf, speed=0.0):
+    """Row 0's leader: its row in the query (-1: not in it), the gap now and its speed."""
+    a = ctx.agent_state.shape[1]
+    lead = torch.full((1, a), -1, dtype=torch.int64)
+    lead[0, 0] = row
+    g = torch.full((1, a), math.inf)
+    g[0, 0] = gap
+    sp = torch.zeros(1, a)
+    sp[0, 0] = speed
+    return replace(ctx, leader=lead, leader_gap=g, leader_speed=sp)
+
+
 def test_spacing_error_follows_the_leader_ahead(road):
-    """The platoon objective: (gap - (r + h v)) / (r + h v) behind the nearest vehicle ahead in the lane."""
+    """The platoon objective: (gap - (r + h v)) / (r + h v) behind the vehicle ahead in the lane."""
     from drivediff.planner.guidance import spacing_error
 
-    v, h, r = 20.0, 0.6, 2.0
+    v, h, r, dt = 20.0, 0.6, 2.0, 0.2
     gap = r + h * v  # bumper to bumper; boxes are 5 m long
-    ctx = ctx_for(road, [(0, 0, 0, v), (gap + 5.0, 0, 0, v), (60, 0, 0, v), (10, 4, 0, v)])
+    ctx = with_leader(ctx_for(road, [(0, 0, 0, v), (gap + 5.0, 0, 0, v), (60, 0, 0, v), (10, 4, 0, v)]), 1, gap)
     states = rollout(ctx.agent_state, ctrl(4), 0.1, 2)
-    err = spacing_error(states, ctx, h, r)
+    err = spacing_error(states, ctx, h, r, dt)
     torch.testing.assert_close(err[0, 0], torch.zeros(H), atol=1e-4, rtol=0)  # at the desired spacing
     assert (err[0, 1:] == 0).all()  # only guided rows
-    close = ctx_for(road, [(0, 0, 0, v), (0.5 * gap + 5.0, 0, 0, v), (10, 4, 0, v)])
-    e2 = spacing_error(rollout(close.agent_state, ctrl(3), 0.1, 2), close, h, r)
+    close = with_leader(ctx_for(road, [(0, 0, 0, v), (0.5 * gap + 5.0, 0, 0, v), (10, 4, 0, v)]), 1, 0.5 * gap)
+    e2 = spacing_error(rollout(close.agent_state, ctrl(3), 0.1, 2), close, h, r, dt)
     assert torch.allclose(e2[0, 0], torch.full((H,), -0.5), atol=1e-4)  # half the gap: -50%
+    # the leader's planned motion counts: it brakes at 2 m/s^2, so the gap shrinks by t^2 (Euler, 0.2 s steps)
+    c = ctrl(4)
+    c[0, 1, :, 0] = -2.0
+    e3 = spacing_error(rollout(ctx.agent_state, c, 0.1, 2), ctx, h, r, dt)
+    assert e3[0, 0, -1] < -0.3 and (torch.diff(e3[0, 0]) < 0).all()
     # and as a guidance cost it makes the follower brake when too close
     g = GuidanceConfig(w_gap=4.0, time_gap=h, standstill=r)
     x = ctrl(3).requires_grad_(True)
     cost_terms(x, close, g)["gap"].sum().backward()
     assert (x.grad[0, 0, :5, 0] > 0).all()  # more acceleration, more cost
+    with pytest.raises(ValueError, match="leaders"):
+        cost_terms(ctrl(3), ctx_for(road, [(0, 0, 0, v), (20, 0, 0, v), (10, 4, 0, v)]), g)
+
+
+def test_spacing_leader_beyond_the_query_and_the_band(road):
+    """A leader not in the query drives on at its speed now; with ``gap_max`` only the band's ends cost."""
+    from drivediff.planner.guidance import spacing_error
+
+    v, h, r, dt = 10.0, 0.6, 2.0, 0.2
+    far = with_leader(ctx_for(road, [(0, 0, 0, v), (10, 4, 0, v)]), -1, 70.0, v - 2.0)
+    err = spacing_error(rollout(far.agent_state, ctrl(2), 0.1, 2), far, h, r, dt)
+    t = dt * torch.arange(1, H + 1)
+    expected = (70.0 - 2.0 * t - (r + h * v)) / (r + h * v)  # the gap closes at 2 m/s
+    torch.testing.assert_close(err[0, 0], expected, atol=1e-4, rtol=0)
+    band = spacing_error(rollout(far.agent_state, ctrl(2), 0.1, 2), far, h, r, dt, gap_max=40.0)
+    gap = 70.0 - 2.0 * t
+    torch.testing.assert_close(band[0, 0], (gap - 40.0).clamp_min(0) / (r + h * v), atol=1e-4, rtol=0)
+    mid = with_leader(far, -1, 20.0, v)  # inside the band [8, 40]: no cost
+    assert (spacing_error(rollout(mid.agent_state, ctrl(2), 0.1, 2), mid, h, r, dt, gap_max=40.0) == 0).all()
+    near = with_leader(far, -1, 4.0, v)  # below r + h v = 8: the set point's error
+    e = spacing_error(rollout(near.agent_state, ctrl(2), 0.1, 2), near, h, r, dt, gap_max=40.0)
+    torch.testing.assert_close(e[0, 0], torch.full((H,), -0.5), atol=1e-4, rtol=0)
+    # far beyond the band, the cost pulls the vehicle forward (more acceleration, less cost)
+    g = GuidanceConfig(w_gap=4.0, time_gap=h, standstill=r, gap_max=40.0)
+    x = ctrl(2).requires_grad_(True)
+    cost_terms(x, far, g)["gap"].sum().backward()
+    assert (x.grad[0, 0, :5, 0] < 0).all()
+
+
+def test_smoothness_cost_is_the_squared_acceleration(road):
+    ctx = ctx_for(road, [(0, 0, 0, 15), (10, 4, 0, 15)])
+    g = GuidanceConfig(w_smooth=2.0)
+    assert cost_terms(ctrl(2), ctx, g)["smooth"].item() == 0.0
+    t = cost_terms(ctrl(2, accel=1.0), ctx, g)
+    assert t["smooth"].item() == pytest.approx(H * CFG.plan_dt)  # sum of a^2 dt over the guided row
+    t0 = cost_terms(ctrl(2, accel=1.0), ctx, GC)
+    assert t["total"].item() == pytest.approx(t0["total"].item() + 2.0 * H * CFG.plan_dt, rel=1e-5)
