@@ -127,7 +127,6 @@ class DiffusionPolicy:
         self.lanes = LaneIndex.from_road(world.road)
         self.sdf, self.sdf_meta = road_sdf_tensor(world.road)
         self.fallbacks = 0  # replannings that found no feasible candidate and braked
-        self.road_fallbacks = 0  # replannings that took the candidate leaving the road least (road_fallback)
         b, n, h = world.num_worlds, world.max_vehicles, self.cfg.horizon
         self.hist = {k: np.zeros((b, self.cfg.history + 1, n), dtype=getattr(world.state, k).dtype)
                      for k in SNAPSHOT_FIELDS}
@@ -188,7 +187,7 @@ class DiffusionPolicy:
         c = self.controlled
         lead = st.leader[:, c]
         ahead = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), st.speed[:, c])
-        fresh = (st.vid[:, c] != self._mean_vid) | (self._mean_vid < 0)
+        fresh = st.vid[:, c] != self._mean_vid  # a new vehicle in the slot (or the first step: -1)
         rate = min(1.0, self.dt / self.guidance.cruise_window)
         self.mean_speed = np.where(fresh, ahead, self.mean_speed + (ahead - self.mean_speed) * rate)
         self._mean_vid = st.vid[:, c].copy()
@@ -255,9 +254,6 @@ class DiffusionPolicy:
         if gctx is not None and self.guidance.selection:
             terms = cost_terms(ctrl.reshape(-1, *ctrl.shape[2:]), gctx.repeat(c), self.guidance)
             chosen = safe_selection(terms, c, self.guidance.w_progress, self.guidance.road_fallback)
-            ok = chosen >= 0
-            picked = terms["feasible"].reshape(-1, c).gather(1, chosen.clamp_min(0)[:, None])[:, 0]
-            self.road_fallbacks += int((ok & ~picked).sum())
             costs = terms["total"].reshape(-1, c).detach().numpy()
             brake = chosen < 0
             if brake.any():  # no feasible candidate: emergency braking with the wheel straight
@@ -302,23 +298,25 @@ class DiffusionPolicy:
             ok = slots[qi] >= 0
             widths[qi, ok] = world.state.width[b, slots[qi, ok]]
         limit = np.where(q["lane_mask"][:, 0], q["lane_feat"][:, 0, -2] * SPEED_SCALE, 40.0)
-        # each row's leader in its lane (the simulator's lane tracking): its row in the query, gap and speed
-        st = world.state
-        own, at = np.asarray(owners)[:, None], np.maximum(slots, 0)
-        lead_slot = np.where(slots >= 0, st.leader[own, at], -1)  # (Q, A)
-        match = (slots[:, None, :] == lead_slot[:, :, None]) & (lead_slot[:, :, None] >= 0)  # (Q, A, A)
-        leader = np.where(match.any(-1), match.argmax(-1), -1)
-        lead_gap = np.where(lead_slot >= 0, st.gap[own, at], np.inf)
-        lead_speed = np.where(lead_slot >= 0, st.speed[own, np.maximum(lead_slot, 0)], 0.0)
+        objective = {}
+        if self.guidance.w_gap > 0:  # each row's leader in its lane as the simulator tracks it
+            st = world.state
+            own, at = np.asarray(owners)[:, None], np.maximum(slots, 0)
+            lead_slot = np.where(slots >= 0, st.leader[own, at], -1)  # (Q, A)
+            match = (slots[:, None, :] == lead_slot[:, :, None]) & (lead_slot[:, :, None] >= 0)  # (Q, A, A)
+            objective["leader"] = torch.as_tensor(np.where(match.any(-1), match.argmax(-1), -1), dtype=torch.int64)
+            objective["leader_gap"] = torch.as_tensor(np.where(lead_slot >= 0, st.gap[own, at], np.inf),
+                                                      dtype=torch.float32)
+            objective["leader_speed"] = torch.as_tensor(
+                np.where(lead_slot >= 0, st.speed[own, np.maximum(lead_slot, 0)], 0.0), dtype=torch.float32)
+        if self.guidance.w_cruise > 0:
+            objective["cruise_speed"] = torch.as_tensor(self._cruise_rows(owners, slots), dtype=torch.float32)
         return GuidanceContext(
             agent_state=state, agent_mask=torch.as_tensor(q["agent_mask"]), guided=torch.as_tensor(guided),
             frame=torch.as_tensor(q["frame"], dtype=torch.float32),
             speed_limit=torch.as_tensor(limit, dtype=torch.float32), sdf=self.sdf, sdf_meta=self.sdf_meta,
             widths=torch.as_tensor(widths, dtype=torch.float32), sim_dt=self.dt, substeps=self.m, cfg=self.cfg,
-            leader=torch.as_tensor(leader, dtype=torch.int64),
-            leader_gap=torch.as_tensor(lead_gap, dtype=torch.float32),
-            leader_speed=torch.as_tensor(lead_speed, dtype=torch.float32),
-            cruise_speed=torch.as_tensor(self._cruise_rows(owners, slots), dtype=torch.float32))
+            **objective)
 
     def _cruise_rows(self, owners, slots) -> np.ndarray:
         """(Q, A) the cruise speed of each row that is a controlled vehicle (0 elsewhere: not guided); the
