@@ -12,6 +12,12 @@ tokens and their cross-attention keys and values, the condition's share of the a
 every denoising step then runs only on the noisy controls; candidates of one query share the cached
 lane keys. ``forward`` with a plain condition dict is ``prepare`` with one candidate followed by the same
 steps, so training and sampling run the same code.
+
+Empty agent tokens (fewer than K neighbours within sensor range) are not computed: the per-token layers
+(embedding, projections, layer norms, feed-forward) run on the present tokens only, packed into one
+(P, d) matrix, and only attention sees them in their (rows, agents) layout. An empty token cannot change
+a present one (attention masks it as a key), so this is the same network at a fraction of the cost: on the
+8-vehicle highway scene of ``drivediff bench planner`` 55% of the tokens are present.
 """
 
 from __future__ import annotations
@@ -80,9 +86,23 @@ class PreparedCondition:
     repeats: int
     agent_mask: torch.Tensor  # (Q*R, A) bool
     agent_bias: torch.Tensor  # (Q*R*h, 1, A) attention bias: 0 for present agents, -inf for empty tokens
-    agent_cond: torch.Tensor  # (Q, A, 2d) the condition's share of the first agent-embedding layer
+    agent_cond: torch.Tensor  # (P, 2d) the condition's share of the first agent-embedding layer, per present token
     lane_kv: list  # per block: transposed keys (Q*h, dh, 1 + Lt) and values (Q*h, 1 + Lt, dh) of the lanes
     lane_bias: torch.Tensor  # (Q*h, 1, 1 + Lt) the same for the lane tokens (the null lane first)
+    index: torch.Tensor | None  # (P,) flat index (row * A + agent) of the present tokens; None: all present
+    token_row: torch.Tensor  # (P,) the row of each present token
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(Q*R, A, c) -> (P, c): the present tokens."""
+        x = x.reshape(-1, x.shape[-1])
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, c) -> (Q*R, A, c), zeros at the empty tokens."""
+        n, a = self.agent_mask.shape
+        if self.index is not None:
+            x = x.new_zeros((n * a, x.shape[-1])).index_copy(0, self.index, x)
+        return x.reshape(n, a, -1)
 
 
 class Block(nn.Module):
@@ -113,21 +133,24 @@ class Block(nn.Module):
         return k.transpose(1, 2).contiguous(), v
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, pc: PreparedCondition, lane_kv) -> torch.Tensor:
-        """x (B, A, d) agent tokens, temb (B or 1, d), lane_kv: this block's entry of ``pc.lane_kv``."""
-        n, a, d = x.shape
+        """x (P, d) present agent tokens, temb (B or 1, d), lane_kv: this block's entry of ``pc.lane_kv``."""
+        d = x.shape[-1]
         h = self.heads
         p = self.dropout if self.training else 0.0
-        shift1, scale1, gate1, shift3, scale3, gate3 = self.mod(temb)[:, None].chunk(6, dim=-1)
+        mod = self.mod(temb)
+        if mod.shape[0] > 1:  # a noise level per row (training)
+            mod = mod.index_select(0, pc.token_row)
+        shift1, scale1, gate1, shift3, scale3, gate3 = mod.chunk(6, dim=-1)
         # self-attention over the agent tokens of each row
         y = self.norm1(x) * (1 + scale1) + shift1
-        q, k, v = _split(F.linear(y, self.attn.in_proj_weight, self.attn.in_proj_bias), 3, h)
-        y = _merge(attend(q, k.transpose(1, 2), v, pc.agent_bias, p), h)
+        q, k, v = _split(pc.unpack(F.linear(y, self.attn.in_proj_weight, self.attn.in_proj_bias)), 3, h)
+        y = pc.pack(_merge(attend(q, k.transpose(1, 2), v, pc.agent_bias, p), h))
         x = x + gate1 * self.attn.out_proj(y)
         # cross-attention to the lanes: the candidates of a query share its cached keys and values
-        y = self.norm2(x).reshape(-1, pc.repeats * a, d)
-        q = _split(F.linear(y, self.cross.in_proj_weight[:d], self.cross.in_proj_bias[:d]), 1, h)[0]
+        y = pc.unpack(F.linear(self.norm2(x), self.cross.in_proj_weight[:d], self.cross.in_proj_bias[:d]))
+        q = _split(y.reshape(-1, pc.repeats * y.shape[1], d), 1, h)[0]
         k_t, v = lane_kv
-        y = _merge(attend(q, k_t, v, pc.lane_bias, p), h).reshape(n, a, d)
+        y = pc.pack(_merge(attend(q, k_t, v, pc.lane_bias, p), h))
         x = x + self.cross.out_proj(y)
         y = self.norm3(x) * (1 + scale3) + shift3
         return x + gate3 * self.ff(y)
@@ -167,24 +190,30 @@ class Denoiser(nn.Module):
         lane_keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=lanes.device), cond["lane_mask"]], dim=1)
         h = self.cfg.num_heads
         first = self.agent_in[0]
-        agent_cond = F.linear(cond["agent_feat"], first.weight[:, nc:], first.bias)
         mask = cond["agent_mask"].repeat_interleave(repeats, dim=0) if repeats > 1 else cond["agent_mask"]
-        return PreparedCondition(repeats=repeats, agent_mask=mask, agent_bias=_bias(mask, h),
-                                 agent_cond=agent_cond, lane_kv=[blk.lane_kv(lanes) for blk in self.blocks],
-                                 lane_bias=_bias(lane_keep, h))
+        a = mask.shape[1]
+        flat = mask.reshape(-1)
+        full = bool(flat.all())
+        present = torch.arange(flat.numel(), device=flat.device) if full else torch.nonzero(flat).flatten()
+        token_row = present // a
+        # the condition's share of the first layer, once per query token, then a copy for every present token
+        # of the query's candidates
+        agent_cond = F.linear(cond["agent_feat"], first.weight[:, nc:], first.bias).reshape(-1, first.out_features)
+        agent_cond = agent_cond.index_select(0, (token_row // repeats) * a + present % a)  # (P, 2d)
+        return PreparedCondition(repeats=repeats, agent_mask=mask, agent_bias=_bias(mask, h), agent_cond=agent_cond,
+                                 lane_kv=[blk.lane_kv(lanes) for blk in self.blocks], lane_bias=_bias(lane_keep, h),
+                                 index=None if full else present, token_row=token_row)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict | PreparedCondition) -> torch.Tensor:
         pc = cond if isinstance(cond, PreparedCondition) else self.prepare(cond)
-        n, a, _ = x_t.shape
         first = self.agent_in[0]
-        h = F.linear(x_t, first.weight[:, :self.cfg.control_dim]).reshape(-1, pc.repeats, a, first.out_features)
-        h = (h + pc.agent_cond[:, None]).reshape(n, a, -1)
+        h = F.linear(pc.pack(x_t), first.weight[:, :self.cfg.control_dim]) + pc.agent_cond  # (P, 2d)
         x = self.agent_in[2](self.agent_in[1](h))
         t = torch.as_tensor(t, device=x_t.device).reshape(-1)
         temb = self.time(timestep_embedding(t, self.cfg.d_model))  # (B, d), or (1, d) shared by every row
         for blk, lane_kv in zip(self.blocks, pc.lane_kv, strict=True):
             x = blk(x, temb, pc, lane_kv)
-        return self.out(self.out_norm(x)) * pc.agent_mask[..., None]
+        return pc.unpack(self.out(self.out_norm(x)))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,15 +1,22 @@
 """The denoiser: size, masking and permutation equivariance over neighbour tokens."""
 
+import pytest
 import torch
 
 from drivediff.planner.config import PlannerConfig
 from drivediff.planner.denoiser import Denoiser
 
 
-def _cond(cfg, b=3, seed=0):
+def _cond(cfg, b=3, seed=0, empty="last2"):
+    """empty: which agent tokens are empty: "last2", "none" (every token present) or "ragged" (a different
+    number per row, down to the focal vehicle alone)."""
     g = torch.Generator().manual_seed(seed)
     mask = torch.ones(b, cfg.num_agents, dtype=torch.bool)
-    mask[:, -2:] = False
+    if empty == "last2":
+        mask[:, -2:] = False
+    elif empty == "ragged":
+        mask[:, 1:] = torch.rand(b, cfg.num_agents - 1, generator=g) < 0.5
+        mask[0, 1:] = False
     lane_mask = torch.ones(b, cfg.num_lanes, dtype=torch.bool)
     lane_mask[0] = False  # a query with no lane around: the null lane token keeps attention defined
     return {"agent_feat": torch.randn(b, cfg.num_agents, cfg.agent_feature_dim, generator=g),
@@ -88,10 +95,12 @@ def _nontrivial(cfg, seed=0):
     return model
 
 
-def test_forward_matches_torch_multihead_attention():
+@pytest.mark.parametrize("empty", ["last2", "none", "ragged"])
+def test_forward_matches_torch_multihead_attention(empty):
+    """The packed forward (per-token layers on the present tokens only) against the textbook padded one."""
     cfg = PlannerConfig()
     model = _nontrivial(cfg)
-    cond = _cond(cfg, b=5)
+    cond = _cond(cfg, b=5, empty=empty)
     x = torch.randn(5, cfg.num_agents, cfg.control_dim)
     t = torch.tensor([3, 17, 40, 77, 99])
     with torch.no_grad():
@@ -105,7 +114,7 @@ def test_a_prepared_condition_gives_the_plain_call():
 
     cfg = PlannerConfig()
     model = _nontrivial(cfg, seed=1)
-    cond = _cond(cfg, b=3, seed=2)
+    cond = _cond(cfg, b=3, seed=2, empty="ragged")
     c = 4
     x = torch.randn(3 * c, cfg.num_agents, cfg.control_dim)
     with torch.no_grad():

@@ -80,3 +80,36 @@ def test_bad_arguments():
         NoiseSchedule(100).spaced(0)
     with pytest.raises(ValueError, match="unknown schedule"):
         NoiseSchedule(100, "sqrt")
+
+
+def _dpm_reference(schedule, timesteps, x, x0s):
+    """DPM-Solver++(2M) written out in float64 NumPy from Lu et al. (2022): x_{t-1} = (sigma_p / sigma_t) x_t
+    - alpha_p (e^-h - 1) D, D = x0 at the first step, else (1 + 1/2r) x0 - 1/2r x0_prev, r = h_prev / h."""
+    ab = schedule.alphas_cumprod.numpy()
+    lam = lambda a: 0.5 * (np.log(a) - np.log1p(-a))  # noqa: E731
+    prev_x0 = prev_h = None
+    for i, t in enumerate(timesteps):
+        if i + 1 == len(timesteps):
+            return x0s[i]
+        tp = timesteps[i + 1]
+        h = lam(ab[tp]) - lam(ab[t])
+        d = x0s[i] if prev_x0 is None else (1 + 0.5 * prev_h / h) * x0s[i] - 0.5 * prev_h / h * prev_x0
+        x = np.sqrt((1 - ab[tp]) / (1 - ab[t])) * x - np.sqrt(ab[tp]) * np.expm1(-h) * d
+        prev_x0, prev_h = x0s[i], h
+
+
+def test_dpm_solver_matches_the_written_out_update_and_its_coefficient_cache_keeps_step_counts_apart():
+    """The solver's per-step coefficients are computed once per schedule and step count and kept on the
+    schedule: every call, with any interleaving of step counts, must give the textbook update."""
+    sch = NoiseSchedule(100, "cosine")
+    rng = np.random.default_rng(0)
+    for steps in (10, 5, 10, 7, 5):
+        s = make_scheduler("dpm", sch)
+        s.set_timesteps(steps)
+        x = rng.normal(size=(6, 3))
+        x0s = [rng.normal(size=(6, 3)) for _ in range(steps)]
+        xt = torch.as_tensor(x)
+        for i in range(steps):
+            xt = s.step(torch.as_tensor(x0s[i]), i, xt)
+        np.testing.assert_allclose(xt.numpy(), _dpm_reference(sch, s.timesteps, x, x0s), rtol=1e-10, atol=1e-12)
+    assert {k[1] for k in sch.cache} == {tuple(sch.spaced(n)) for n in (10, 5, 7)}

@@ -31,6 +31,7 @@ class NoiseSchedule:
         self.num_timesteps = t
         self.kind = kind
         self.alphas_cumprod = torch.as_tensor(np.cumprod(1.0 - betas), dtype=torch.float64)
+        self.cache: dict = {}  # samplers' per-step coefficients, which depend on the schedule only
 
     def alpha_bar(self, t) -> torch.Tensor:
         """alpha_bar at integer timesteps t (tensor or int); t = -1 means clean (1.0)."""
