@@ -48,7 +48,7 @@ def run_planner_bench(checkpoint=None, quick: bool = False, candidates: int = 4)
             for vehicles in ([1, 8] if quick else [1, 8, 32]):
                 for steps in (5, 10):
                     for guided in (False, True):
-                        lat = _cycle_latencies(checkpoint, vehicles, steps, candidates, device, 3 if quick else 15,
+                        lat = _cycle_latencies(checkpoint, vehicles, steps, candidates, device, 3 if quick else 30,
                                                guided)
                         rows.append({"device": device, "vehicles": vehicles, "sampling_steps": steps,
                                      "candidates": candidates, "guidance": guided,

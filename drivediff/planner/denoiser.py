@@ -101,7 +101,7 @@ class PreparedCondition:
         """(P, c) -> (Q*R, A, c), zeros at the empty tokens."""
         n, a = self.agent_mask.shape
         if self.index is not None:
-            x = x.new_zeros((n * a, x.shape[-1])).index_copy(0, self.index, x)
+            x = x.new_zeros((n * a, x.shape[-1])).index_copy_(0, self.index, x)
         return x.reshape(n, a, -1)
 
 

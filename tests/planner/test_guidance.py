@@ -26,15 +26,6 @@ CFG = PlannerConfig()
 H = CFG.horizon
 
 
-@pytest.fixture(scope="module")
-def road():
-    b = RoadBuilder()
-    b.add_lane("r", Straight((-100, 0), (400, 0)))
-    b.add_lane("l", Straight((-100, 4), (400, 4)))
-    b.neighbors("l", "r")
-    return b.build()
-
-
 def ctx_for(road, states, guided=None, limit=30.0):
     """One query: agents at (x, y, yaw, speed) in a world frame equal to the focal frame."""
     s = torch.tensor([[list(v) + [5.0] for v in states]], dtype=torch.float32)
