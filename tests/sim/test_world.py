@@ -181,3 +181,49 @@ def test_no_reference_leaks_across_many_calls():
         w.run(3, record=True)
         w.refresh()
     assert [sys.getrefcount(a) for a in arrays] == before
+
+
+@pytest.mark.parametrize("turn, exit_lane, offset", [("w_e", "out_e", 0.5), ("w_s", "out_s", 0.5),
+                                                     ("w_n", "out_n", -0.5)])
+def test_lane_tracking_follows_the_turn_an_external_vehicle_takes(turn, exit_lane, offset):
+    """At a branch point the connectors start together and the tracked successor is a guess; whichever turn
+    the policy then drives, the vehicle must end up tracked on that connector and its exit lane (the lanes
+    other drivers look for it on), checked against shapely's distances to the centrelines. The vehicle
+    reaches the branch point ``offset`` metres to the side of the lane centre, towards another turn, and
+    turns late (as the planner's vehicles did in the safety suite). Driving straight on from a guessed left
+    turn, it stayed tracked on the left-turn connector all the way onto the exit road before the fix."""
+    from shapely.geometry import LineString, Point
+
+    w = World("intersection", num_worlds=1, overrides={"traffic": {"count": 0}, "inflows": [],
+                                                       "controlled": {"count": 1}})
+    w.reset(seed=0)
+    road = w.road
+    names = list(road.lane_names)
+    assert names[int(w.state.lane[0, 0])] == "in_w"
+    w.set_behavior(Behavior.EXTERNAL, slots=[0])
+    pts = {n: np.asarray(road.lane_points(names.index(n)))[:, :2] for n in ("in_w", "w_e", turn, exit_lane)}
+    along = np.cumsum(np.r_[0.0, np.hypot(*np.diff(pts[turn], axis=0).T)])
+    approach = pts["in_w"].copy()
+    approach[-3:, 1] += offset
+    path = np.concatenate([approach, pts["w_e"][:1] + [[2.0, offset]], pts[turn][along > 7.0], pts[exit_lane]])
+    lines = {n: LineString(np.asarray(road.lane_points(i))[:, :2]) for i, n in enumerate(names)}
+    wheelbase = float(w.state.length[0, 0])
+    tracked = []
+    for _ in range(160):  # pure pursuit along the path at 6 m/s
+        x, y, yaw, v = (float(getattr(w.state, k)[0, 0]) for k in ("x", "y", "yaw", "speed"))
+        k = int(np.argmin(np.hypot(path[:, 0] - x, path[:, 1] - y)))
+        target = next(p for p in path[k:] if np.hypot(p[0] - x, p[1] - y) > 4.0)
+        alpha = np.arctan2(target[1] - y, target[0] - x) - yaw
+        steer = np.arctan2(2 * wheelbase * np.sin(alpha), 6.0)
+        act = np.zeros((1, w.max_vehicles, 2))
+        act[0, 0] = [2.0 * (6.0 - v), np.clip(steer, -0.6, 0.6)]
+        w.step(act)
+        if not w.state.valid[0, 0]:
+            break
+        p = Point(float(w.state.x[0, 0]), float(w.state.y[0, 0]))
+        tracked.append((names[int(w.state.lane[0, 0])], {n: lines[n].distance(p) for n in names}))
+    assert tracked and tracked[-1][0] == exit_lane  # through the junction and onto the exit it took
+    on_connector = [t for t, _ in tracked if road.junction[names.index(t)]]
+    assert on_connector and on_connector[-1] == turn
+    for lane, dist in tracked:  # never tracked on a lane it is not beside while a nearer lane is there
+        assert dist[lane] <= min(dist.values()) + 0.5 * float(road.lane_width[names.index(lane)]), (lane, dist)

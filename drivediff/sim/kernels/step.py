@@ -606,11 +606,29 @@ def update_lane_frame(road, w, prm, i):
             s = s_t
             d = d_t
     if external and abs(d) > 0.5 * road.lane_f[ln, L_WIDTH]:
+        # off its lane: the neighbours across the markings, and the other branches of the lane end it came
+        # from (the other turns through a junction). At a branch point the connectors start together, so the
+        # successor taken there is a guess; a policy that then turns the other way was kept on the guessed
+        # connector for good, and the drivers on the lanes it really drove on did not see it (measured: the
+        # safety suite's intersection collisions were IDM vehicles driving into a planner vehicle tracked on
+        # another connector). A branch is taken only between its ends, where the vehicle is alongside it
+        ln0 = ln
         for side in range(2):
-            c = road.lane_i[ln, L_LEFT] if side == 0 else road.lane_i[ln, L_RIGHT]
+            c = road.lane_i[ln0, L_LEFT] if side == 0 else road.lane_i[ln0, L_RIGHT]
             if c >= 0:
-                s_c, d_c = project(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln, L_LEN])
+                s_c, d_c = project(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln0, L_LEN])
                 if abs(d_c) < abs(d):
+                    ln = c
+                    s = s_c
+                    d = d_c
+        for q in range(road.lane_i[ln0, L_PRED], road.lane_i[ln0 + 1, L_PRED]):
+            p = road.links[q]
+            for r in range(road.lane_i[p, L_SUCC], road.lane_i[p + 1, L_SUCC]):
+                c = road.links[r]
+                if c == ln0:
+                    continue
+                s_c, d_c = project(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln0, L_LEN])
+                if abs(d_c) < abs(d) and 0.0 <= s_c <= road.lane_f[c, L_LEN]:
                     ln = c
                     s = s_c
                     d = d_c
