@@ -227,3 +227,30 @@ def test_lane_tracking_follows_the_turn_an_external_vehicle_takes(turn, exit_lan
     assert on_connector and on_connector[-1] == turn
     for lane, dist in tracked:  # never tracked on a lane it is not beside while a nearer lane is there
         assert dist[lane] <= min(dist.values()) + 0.5 * float(road.lane_width[names.index(lane)]), (lane, dist)
+
+
+@pytest.mark.parametrize("seed, pose, route", [
+    (10, (0.5, 1.0, np.pi / 2), "e_w"),  # square across the east-west road, in the middle of the junction
+    (39, (5.2, -3.1, 0.99), "e_s"),  # skewed on the south-east connector, a corner in the left turn's path
+])
+def test_drivers_stop_for_a_vehicle_standing_in_their_path_through_a_junction(seed, pose, route):
+    """A policy-driven vehicle stands inside the intersection (tracked on a connector from the south): it is
+    no driver's lane leader and not approaching a conflict point, and the IDM driver coming from the east
+    must still stop for it instead of driving into it. The skewed pose is the one of a safety-suite
+    collision (planner vehicle braked to a stop, IDM vehicle turning left drove into its corner); without
+    the path check the driver hits it at 8 m/s."""
+    w = World("intersection", num_worlds=1, overrides={"traffic": {"count": 1}, "inflows": [],
+                                                       "controlled": {"count": 1}})
+    w.reset(seed=seed)
+    names = list(w.road.lane_names)
+    assert names[int(w.state.lane[0, 0])] == "in_s" and names[int(w.state.lane[0, 1])] == "in_e"
+    assert [names[r] for r in w.state.route[0, 1] if r >= 0][:1] == [route]
+    w.set_behavior(Behavior.EXTERNAL, slots=[0])
+    w.state.x[0, 0], w.state.y[0, 0], w.state.yaw[0, 0] = pose
+    w.state.speed[0, 0] = 0.0
+    stand = np.zeros((1, w.max_vehicles, 2))
+    for _ in range(150):
+        w.step(stand)
+    assert names[int(w.state.lane[0, 0])] in ("s_n", "s_e", "s_w")  # tracked on a connector from the south
+    assert not w.state.collided[0].any()
+    assert w.state.speed[0, 1] < 0.1 and 8.0 < w.state.x[0, 1] < 15.0  # waiting at the east entry

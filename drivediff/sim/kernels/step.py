@@ -110,6 +110,12 @@ CACC = 6
 INSIDE_MARGIN = 0.3  # [m] lateral margin (curvature over half a vehicle length) for the off-road shortcut
 COOP_BRAKE = 1.5  # [m/s^2] braking a vehicle accepts to let a merging vehicle in
 MANDATORY_BRAKE = 4.0  # [m/s^2] MOBIL safe braking limit b_safe for mandatory lane changes (Treiber)
+STANDING_SPEED = 0.5  # [m/s] a vehicle this slow counts as standing for the path check (_standing_in_path)
+STANDING_LOOK = 40.0  # [m] how far along its lanes a driver looks for a standing vehicle in its path
+# [m] lateral clearance of that check: on a junction's curves a vehicle's corners and its steering lag take
+# it this far off the centreline corridor (measured: a box 3.2 m off a connector's centreline, 0.4 m
+# outside the two half widths, was hit by the driver on it)
+STANDING_MARGIN = 1.0
 MANDATORY_DISTANCE = 60.0  # [m] before the end of a dead-end lane, harder braking is imposed
 MERGE_ROOM = 3.0  # [m] beyond a vehicle length, kept before the end of a dead end to steer out of it
 COOP_DISTANCE = 40.0  # [m] mergers at most this far ahead (centre to centre) are let in
@@ -213,6 +219,9 @@ def idm_decision(road, w, occ, prm, i, has_conflicts):
         gy, vy = yield_constraint(road, w, occ, prm, i)
         if gy < math.inf:
             acc = min(acc, _idm_for(prm, f, i, v0, gy, vy, 0.0, 0.0))
+        gs = _standing_in_path(road, w, i)
+        if gs < math.inf:
+            acc = min(acc, _idm_for(prm, f, i, v0, gs, 0.0, 0.0, 0.0))
     tl = iv[TARGET_LANE, i]
     if tl >= 0 and tl != ln:  # mid lane change: respect the target lane's leader too
         s_t = f[S, i] * road.lane_f[tl, L_LEN] / road.lane_f[ln, L_LEN]
@@ -225,6 +234,62 @@ def idm_decision(road, w, occ, prm, i, has_conflicts):
     if acc > 0.0:
         acc = min(acc, _speed_limit_ahead(road, w, i))
     return acc
+
+
+@kernel
+def _standing_in_path(road, w, i):
+    """Bumper gap [m] to the nearest standing vehicle whose box reaches into vehicle i's path: its lane and
+    the lanes of its route ahead, within ``STANDING_LOOK`` metres; inf if none.
+
+    Lane leaders and yielding cover vehicles that follow the lanes. A vehicle standing inside a junction
+    box, across or beside the connector it is tracked on (a stalled or skewed vehicle driven by a policy),
+    is neither the leader in any lane nor approaching a conflict point, and drivers drove into it. Only
+    worlds with junction conflicts run this check.
+    """
+    f, iv, m = w.f, w.iv, w.m
+    n = f.shape[1]
+    ln = iv[LANE, i]
+    x, y, s0 = f[X, i], f[Y, i], f[S, i]
+    half_w = 0.5 * f[WIDTH, i]
+    best = math.inf
+    for j in range(n):
+        if j == i or not m[VALID, j] or f[SPEED, j] > STANDING_SPEED:
+            continue
+        dx = f[X, j] - x
+        dy = f[Y, j] - y
+        if dx * dx + dy * dy > (STANDING_LOOK + f[LENGTH, j]) ** 2:
+            continue
+        # walk i's path lane by lane: the first lane along which j lies (between its ends) decides
+        cur = ln
+        off = -s0  # path distance of the start of `cur` from vehicle i
+        rp = iv[ROUTE_POS, i]
+        for _ in range(4):
+            length = road.lane_f[cur, L_LEN]
+            sj, dj = project(road, cur, f[X, j], f[Y, j], 0.5 * length)
+            if sj < 0.0:
+                break  # behind the start of this part of the path
+            if sj <= length:
+                along = off + sj
+                if along <= 0.0:
+                    break
+                hx, hy, hh = lane_pose(road, cur, sj)
+                rel = f[YAW, j] - hh
+                ca, sa = abs(math.cos(rel)), abs(math.sin(rel))
+                reach = 0.5 * (f[LENGTH, j] * sa + f[WIDTH, j] * ca)  # j's half extent across the lane
+                if abs(dj) < half_w + reach + STANDING_MARGIN:
+                    gap = along - 0.5 * f[LENGTH, i] - 0.5 * (f[LENGTH, j] * ca + f[WIDTH, j] * sa)
+                    if gap < best:
+                        best = gap
+                break
+            off += length
+            if off > STANDING_LOOK:
+                break
+            nxt = next_lane(road, w.route[i], cur, rp)
+            if nxt < 0:
+                break
+            rp += 1
+            cur = nxt
+    return best
 
 
 @kernel(inline=True)
