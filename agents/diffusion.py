@@ -135,7 +135,8 @@ class DiffusionPolicy:
                             np.zeros((b, n, h, 2)), np.full((b, n), -1), np.zeros((b, n, h, 2)),
                             np.full((b, n), -1), np.full((b, n), -1))
         self.controlled = np.arange(world.num_controlled)
-        self.mean_speed = np.zeros((b, len(self.controlled)))  # the cruise objective's speed per controlled slot
+        self.mean_speed = np.zeros((b, len(self.controlled)))  # the cruise objective's average speed U per slot
+        self.cruise_target = self.mean_speed  # U, plus the catch-up term for an open gap (cruise_catch)
         self._mean_vid = np.full((b, len(self.controlled)), -1)
         world.set_behavior(Behavior.EXTERNAL, self.controlled)
         self.records.clear()
@@ -181,16 +182,27 @@ class DiffusionPolicy:
         return self._actions(world)
 
     def _track_cruise(self, st) -> None:
-        """The cruise objective's speed U of each controlled vehicle: the speed of the vehicle ahead in its
-        lane (its own without one), averaged exponentially over ``cruise_window`` s: over a wave's period that
-        is the speed of the traffic ahead, without the swings."""
+        """The cruise objective's speed of each controlled vehicle. U: the speed of the vehicle ahead in its
+        lane (its own without one; ``cruise_reference="own"``: always its own), averaged exponentially over
+        ``cruise_window`` s: over a wave's period that is the speed of the traffic, without the swings. With
+        ``cruise_catch`` > 0 the target is U plus a catch-up speed for an open gap (``cruise_target``)."""
+        g = self.guidance
         c = self.controlled
-        lead = st.leader[:, c]
-        ahead = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), st.speed[:, c])
+        own = st.speed[:, c]
+        if g.cruise_reference == "own":
+            ref = own
+        else:
+            lead = st.leader[:, c]
+            ref = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), own)
         fresh = st.vid[:, c] != self._mean_vid  # a new vehicle in the slot (or the first step: -1)
-        rate = min(1.0, self.dt / self.guidance.cruise_window)
-        self.mean_speed = np.where(fresh, ahead, self.mean_speed + (ahead - self.mean_speed) * rate)
+        rate = min(1.0, self.dt / g.cruise_window)
+        self.mean_speed = np.where(fresh, ref, self.mean_speed + (ref - self.mean_speed) * rate)
         self._mean_vid = st.vid[:, c].copy()
+        self.cruise_target = self.mean_speed
+        if g.cruise_catch > 0:
+            lo, hi = g.cruise_gaps
+            gap = np.where(np.isfinite(st.gap[:, c]), st.gap[:, c], hi)  # no leader: the gap is open
+            self.cruise_target = self.mean_speed + g.cruise_catch * np.clip((gap - lo) / (hi - lo), 0.0, 1.0)
 
     def _actions(self, world) -> np.ndarray:
         act = np.zeros((world.num_worlds, world.max_vehicles, 2))
@@ -323,7 +335,7 @@ class DiffusionPolicy:
         controlled vehicles are the world's first slots."""
         ctrl = (slots >= 0) & (slots < len(self.controlled))
         at = np.clip(slots, 0, len(self.controlled) - 1)
-        return np.where(ctrl, self.mean_speed[np.asarray(owners)[:, None], at], 0.0)
+        return np.where(ctrl, self.cruise_target[np.asarray(owners)[:, None], at], 0.0)
 
     def _inpaint(self, world, q, owners) -> Inpaint | None:
         """Rows of controlled neighbours whose plans reached the focal vehicle (range, delay, loss)."""

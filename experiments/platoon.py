@@ -174,14 +174,17 @@ class Method:
 # weight of the spacing objective r + h v in the planner's guidance (against collision 10, road 5): the
 # platoon objective is a guidance cost, not a controller coded into the planner
 PLATOON_GAP_WEIGHT = 4.0
-# the ring road's objective (jam absorption, guidance costs as well): hold the speed of the traffic ahead
-# (the leader's speed averaged over 30 s) and let the gap breathe between r + h v and 45 m instead of copying
-# the leader's swings. Measured (375 s, 3 worlds, speed spread after the 75 s warm-up, against all-IDM 2.77
-# m/s at 2.16 m/s mean speed): the platoon set point alone 2.33-2.65; a 25 m band 2.04-2.25 (mean 2.34);
-# 35 m 1.26-1.33 (1.65); 45 m 1.08-1.12 (1.44); 50 m with a third of the cruise weight 1.05-1.06 (1.38).
-# The wider the band, the smaller the spread and the slower the ring: the planner vehicle's larger gap
-# leaves the others less room (see docs/platoon.md)
-RING_OBJECTIVE = {"gap_max": 45.0, "w_cruise": 3.0, "w_smooth": 0.2}
+# the ring road's objective (jam absorption, guidance costs as well), after Stern et al.'s PI controller with
+# saturation: hold the vehicle's own speed averaged over 30 s, plus up to 1 m/s more while the gap ahead is
+# open (7-30 m), and let the gap breathe between r + h v and 45 m instead of copying the leader's swings.
+# Measured before (torch guidance costs; 375 s, 3 worlds, speed spread after the 75 s warm-up, against
+# all-IDM 2.77 m/s at 2.16 m/s mean speed) with the leader's average speed as the cruise speed and weight 3:
+# the platoon set point alone 2.33-2.65; a 25 m band 2.04-2.25 (mean 2.34); 35 m 1.26-1.33 (1.65); 45 m
+# 1.08-1.12 (1.44): the wider the band, the smaller the spread and the slower the ring. Around a ring the
+# leader's average speed follows the planner vehicle's own slowdown back to it, and a stronger pull to it
+# made the ring slower still (weight 10: 1.34-1.40 m/s); the own average with the catch-up term holds the
+# ring near its IDM speed (README, docs/platoon.md)
+RING_OBJECTIVE = {"gap_max": 45.0, "w_cruise": 10.0, "w_smooth": 0.2, "cruise_reference": "own", "cruise_catch": 1.0}
 
 
 def _planner_vehicle(ctx: CellContext, driver: dict) -> dict:

@@ -107,6 +107,15 @@ class GuidanceConfig:
     # the swings (Stern et al. 2018: a command speed from a speed history, shared/REFERENCES.md)
     w_cruise: float = 0.0
     cruise_window: float = 30.0  # [s]
+    # whose speed the cruise objective averages: "leader" (the vehicle ahead in the lane) or "own" (the vehicle's
+    # own speed, as in Stern et al.'s PI controller with saturation). Around a ring the leader's average
+    # follows the planner vehicle's own slowdown back to it, and the objective then held the ring slow
+    cruise_reference: str = "leader"
+    # > 0: the cruise speed is U + cruise_catch * clip((gap - g_l) / (g_u - g_l), 0, 1) with (g_l, g_u) =
+    # cruise_gaps [m]: a vehicle with an open gap ahead is asked to catch up (Stern et al. 2018: v_catch 1 m/s,
+    # g_l 7 m, g_u 30 m)
+    cruise_catch: float = 0.0  # [m/s]
+    cruise_gaps: tuple = (7.0, 30.0)  # [m]
     # how the gradient and barrier layers evaluate their costs: "auto" the Numba kernels of
     # drivediff.planner.guidance_fast for CPU tensors (the torch code below for other devices), "torch" the
     # torch code always (the reference). The selection always runs the torch code
@@ -115,6 +124,10 @@ class GuidanceConfig:
     def __post_init__(self):
         if self.backend not in ("auto", "torch"):
             raise ValueError(f"backend must be 'auto' or 'torch', not {self.backend!r}")
+        if self.cruise_reference not in ("leader", "own"):
+            raise ValueError(f"cruise_reference must be 'leader' or 'own', not {self.cruise_reference!r}")
+        if not 0.0 <= self.cruise_gaps[0] < self.cruise_gaps[1]:
+            raise ValueError(f"cruise_gaps must be (g_l, g_u) with 0 <= g_l < g_u, not {self.cruise_gaps!r}")
 
 
 @dataclass

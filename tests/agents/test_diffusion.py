@@ -173,3 +173,32 @@ def test_simulate_with_the_planner_writes_plans_into_the_log(tmp_path):
     missing = _cli("simulate", "merge", "--policy", "diffusion", "--checkpoint", str(tmp_path / "none.pt"),
                    "--steps", "2")
     assert missing.returncode != 0 and "none.pt" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cruise_target_of_the_own_speed_with_a_catch_up_term():
+    """cruise_reference="own": U averages the vehicle's own speed; cruise_catch adds up to that much speed for
+    an open gap, linear between the cruise_gaps (the PI-with-saturation target of Stern et al. 2018),
+    recomputed here in NumPy from the simulator's speeds and gaps."""
+    from drivediff.experiments.platoon import PlatoonConfig, build, make_cells
+
+    cfg = PlatoonConfig(scenarios=("ring",), methods=("diffusion",), seeds=2, ring_penetration=(2,))
+    w, *_ = build(make_cells(cfg)[0].params, 0)
+    g = GuidanceConfig(w_cruise=3.0, cruise_window=2.0, cruise_reference="own", cruise_catch=1.5,
+                       cruise_gaps=(5.0, 12.0))
+    pol = DiffusionPolicy(sampler=FAST, guidance=g, seed=0)
+    pol.reset(w)
+    st = w.state
+    ema = None
+    for _ in range(12):
+        own = st.speed[:, :2].copy()
+        ema = own if ema is None else ema + (own - ema) * (w.dt / g.cruise_window)
+        gap = st.gap[:, :2].copy()
+        w.step(pol.act(w))
+    np.testing.assert_allclose(pol.mean_speed, ema, rtol=1e-12)
+    want = ema + 1.5 * np.clip((gap - 5.0) / 7.0, 0.0, 1.0)
+    np.testing.assert_allclose(pol.cruise_target, want, rtol=1e-12)
+    assert ((gap > 5.0) & (gap < 12.0)).any() or (gap >= 12.0).any()  # the catch-up term is exercised
+    with pytest.raises(ValueError, match="cruise_reference"):
+        GuidanceConfig(cruise_reference="ahead")
+    with pytest.raises(ValueError, match="cruise_gaps"):
+        GuidanceConfig(cruise_gaps=(30.0, 7.0))
