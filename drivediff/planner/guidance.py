@@ -428,25 +428,25 @@ class Guidance:
         self.num_steps = num_steps
 
     def cost(self, x0: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        ctrl = self.normalizer.decode(x0)
-        if self.gcfg.backend == "auto":
-            from drivediff.planner.guidance_fast import fast_total
-
-            total = fast_total(ctrl, self.ctx, self.gcfg, exact=exact)
-            if total is not None:
-                return total
-        return cost_terms(ctrl, self.ctx, self.gcfg, exact=exact, parts="total")["total"]
+        """The weighted total cost (B,) of the gradient layer."""
+        return self._evaluate(x0, "total", exact)
 
     def barrier(self, x0: torch.Tensor) -> torch.Tensor:
         """The barrier function b (B,) of the correction layer (>= 0 iff the plan is feasible)."""
+        return self._evaluate(x0, "barrier", True)
+
+    def _evaluate(self, x0: torch.Tensor, part: str, exact: bool) -> torch.Tensor:
+        """``cost_terms(decode(x0), parts=part)[part]``: the Numba kernels where they apply (backend "auto"),
+        the torch reference otherwise."""
         ctrl = self.normalizer.decode(x0)
         if self.gcfg.backend == "auto":
-            from drivediff.planner.guidance_fast import fast_barrier
+            from drivediff.planner.guidance_fast import fast_barrier, fast_total
 
-            b = fast_barrier(ctrl, self.ctx, self.gcfg)
-            if b is not None:
-                return b
-        return cost_terms(ctrl, self.ctx, self.gcfg, parts="barrier")["barrier"]
+            out = (fast_total(ctrl, self.ctx, self.gcfg, exact=exact) if part == "total"
+                   else fast_barrier(ctrl, self.ctx, self.gcfg))
+            if out is not None:
+                return out
+        return cost_terms(ctrl, self.ctx, self.gcfg, exact=exact, parts=part)[part]
 
     def __call__(self, x0: torch.Tensor, t: int, i: int, cond: dict) -> torch.Tensor:
         g = self.gcfg

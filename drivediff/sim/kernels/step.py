@@ -272,7 +272,7 @@ def _standing_in_path(road, w, i):
                 along = off + sj
                 if along <= 0.0:
                     break
-                hx, hy, hh = lane_pose(road, cur, sj)
+                hh = lane_pose(road, cur, sj)[2]  # the lane heading there
                 rel = f[YAW, j] - hh
                 ca, sa = abs(math.cos(rel)), abs(math.sin(rel))
                 reach = 0.5 * (f[LENGTH, j] * sa + f[WIDTH, j] * ca)  # j's half extent across the lane
