@@ -185,7 +185,8 @@ class DiffusionPolicy:
         """The cruise objective's speed of each controlled vehicle. U: the speed of the vehicle ahead in its
         lane (its own without one; ``cruise_reference="own"``: always its own), averaged exponentially over
         ``cruise_window`` s: over a wave's period that is the speed of the traffic, without the swings. With
-        ``cruise_catch`` > 0 the target is U plus a catch-up speed for an open gap (``cruise_target``)."""
+        ``cruise_catch`` > 0 the target is U plus a catch-up speed for an open gap (``cruise_target``); with
+        ``cruise_follow_gap`` > 0 it blends into the leader's speed close behind it."""
         g = self.guidance
         c = self.controlled
         own = st.speed[:, c]
@@ -203,6 +204,13 @@ class DiffusionPolicy:
             lo, hi = g.cruise_gaps
             gap = np.where(np.isfinite(st.gap[:, c]), st.gap[:, c], hi)  # no leader: the gap is open
             self.cruise_target = self.mean_speed + g.cruise_catch * np.clip((gap - lo) / (hi - lo), 0.0, 1.0)
+        if g.cruise_follow_gap > 0:  # saturation: close behind the leader, its speed
+            lead = st.leader[:, c]
+            v_lead = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), own)
+            near = np.maximum(g.cruise_follow_gap, 2.0 * (v_lead - own))
+            gap = np.where((lead >= 0) & np.isfinite(st.gap[:, c]), st.gap[:, c], np.inf)
+            alpha = np.clip((gap - near) / g.cruise_follow_band, 0.0, 1.0)
+            self.cruise_target = alpha * self.cruise_target + (1.0 - alpha) * v_lead
 
     def _actions(self, world) -> np.ndarray:
         act = np.zeros((world.num_worlds, world.max_vehicles, 2))

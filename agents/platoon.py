@@ -147,11 +147,12 @@ def lane_keeping_steer(world) -> np.ndarray:
         rp = np.where(go & (rp >= 0), rp + 1, rp)
     h_future = _lane_heading(road, ln, s)
     lat_cmd = -prm.kp_lateral * st.d
-    h_cmd = np.arcsin(np.clip(lat_cmd / _not_zero(v), -1.0, 1.0))
+    vc = np.where(v < 0.0, -1.0, 1.0) * np.maximum(np.abs(v), prm.steer_speed_floor)  # SimParams.steer_speed_floor
+    h_cmd = np.arcsin(np.clip(lat_cmd / _not_zero(vc), -1.0, 1.0))
     h_ref = h_future + np.clip(h_cmd, -0.25 * math.pi, 0.25 * math.pi)
     err = np.mod(h_ref - st.yaw + math.pi, 2.0 * math.pi) - math.pi
     rate = prm.kp_heading * err
-    u = np.clip(0.5 * st.length / _not_zero(v) * rate, -0.999999, 0.999999)
+    u = np.clip(0.5 * st.length / _not_zero(vc) * rate, -0.999999, 0.999999)
     steer = np.clip(np.arctan(2.0 * u / np.sqrt(1.0 - u * u)), -prm.steer_max, prm.steer_max)
     return np.where(has_lane, steer, 0.0)
 

@@ -176,7 +176,8 @@ class Method:
 PLATOON_GAP_WEIGHT = 4.0
 # the ring road's objective (jam absorption, guidance costs as well), after Stern et al.'s PI controller with
 # saturation: hold the vehicle's own speed averaged over 30 s, plus up to 1 m/s more while the gap ahead is
-# open (7-30 m), and let the gap breathe between r + h v and 45 m instead of copying the leader's swings.
+# open (7-30 m), the leader's speed instead within 4-6 m of it (the saturation), and let the gap breathe between
+# r + h v and 45 m instead of copying the leader's swings.
 # Measured before (torch guidance costs; 375 s, 3 worlds, speed spread after the 75 s warm-up, against
 # all-IDM 2.77 m/s at 2.16 m/s mean speed) with the leader's average speed as the cruise speed and weight 3:
 # the platoon set point alone 2.33-2.65; a 25 m band 2.04-2.25 (mean 2.34); 35 m 1.26-1.33 (1.65); 45 m
@@ -184,7 +185,8 @@ PLATOON_GAP_WEIGHT = 4.0
 # leader's average speed follows the planner vehicle's own slowdown back to it, and a stronger pull to it
 # made the ring slower still (weight 10: 1.34-1.40 m/s); the own average with the catch-up term holds the
 # ring near its IDM speed (README, docs/platoon.md)
-RING_OBJECTIVE = {"gap_max": 45.0, "w_cruise": 10.0, "w_smooth": 0.2, "cruise_reference": "own", "cruise_catch": 1.0}
+RING_OBJECTIVE = {"gap_max": 45.0, "w_cruise": 10.0, "w_smooth": 0.2, "cruise_reference": "own", "cruise_catch": 1.0,
+                  "cruise_follow_gap": 4.0, "cruise_follow_band": 2.0}
 
 
 def _planner_vehicle(ctx: CellContext, driver: dict) -> dict:

@@ -116,6 +116,13 @@ class GuidanceConfig:
     # g_l 7 m, g_u 30 m)
     cruise_catch: float = 0.0  # [m/s]
     cruise_gaps: tuple = (7.0, 30.0)  # [m]
+    # > 0: the saturation of Stern et al.'s controller: close behind the vehicle ahead the cruise speed is that
+    # vehicle's speed, blending back to the target over cruise_follow_band metres of gap above
+    # max(cruise_follow_gap, 2 dv) (dv: the leader's speed minus the vehicle's; the paper's 4 m and gamma = 2 m).
+    # Without it the cruise objective kept pulling a car crawling up to a standing queue towards the ring's
+    # average speed (it closed to 0.2 m)
+    cruise_follow_gap: float = 0.0  # [m]
+    cruise_follow_band: float = 2.0  # [m]
     # how the gradient and barrier layers evaluate their costs: "auto" the Numba kernels of
     # drivediff.planner.guidance_fast for CPU tensors (the torch code below for other devices), "torch" the
     # torch code always (the reference). The selection always runs the torch code
@@ -128,6 +135,9 @@ class GuidanceConfig:
             raise ValueError(f"cruise_reference must be 'leader' or 'own', not {self.cruise_reference!r}")
         if not 0.0 <= self.cruise_gaps[0] < self.cruise_gaps[1]:
             raise ValueError(f"cruise_gaps must be (g_l, g_u) with 0 <= g_l < g_u, not {self.cruise_gaps!r}")
+        if self.cruise_follow_gap < 0.0 or not self.cruise_follow_band > 0.0:
+            raise ValueError("cruise_follow_gap must be >= 0 and cruise_follow_band > 0, not "
+                             f"{self.cruise_follow_gap!r}, {self.cruise_follow_band!r}")
 
 
 @dataclass

@@ -175,25 +175,35 @@ def test_simulate_with_the_planner_writes_plans_into_the_log(tmp_path):
     assert missing.returncode != 0 and "none.pt" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_cruise_target_of_the_own_speed_with_a_catch_up_term():
-    """cruise_reference="own": U averages the vehicle's own speed; cruise_catch adds up to that much speed for
-    an open gap, linear between the cruise_gaps (the PI-with-saturation target of Stern et al. 2018),
-    recomputed here in NumPy from the simulator's speeds and gaps."""
+def _ring_cruise_run(g: GuidanceConfig, steps: int = 12) -> tuple:
+    """Two planner vehicles on the ring for ``steps`` steps. Returns the policy and, from the state before the
+    last step, the NumPy average of their own speeds (cruise_window), their speeds, gaps and leaders' speeds."""
     from drivediff.experiments.platoon import PlatoonConfig, build, make_cells
 
     cfg = PlatoonConfig(scenarios=("ring",), methods=("diffusion",), seeds=2, ring_penetration=(2,))
     w, *_ = build(make_cells(cfg)[0].params, 0)
-    g = GuidanceConfig(w_cruise=3.0, cruise_window=2.0, cruise_reference="own", cruise_catch=1.5,
-                       cruise_gaps=(5.0, 12.0))
     pol = DiffusionPolicy(sampler=FAST, guidance=g, seed=0)
     pol.reset(w)
     st = w.state
     ema = None
-    for _ in range(12):
+    for _ in range(steps):
         own = st.speed[:, :2].copy()
         ema = own if ema is None else ema + (own - ema) * (w.dt / g.cruise_window)
         gap = st.gap[:, :2].copy()
+        lead = st.leader[:, :2].copy()
+        v_lead = np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1)
         w.step(pol.act(w))
+    assert (lead >= 0).all()
+    return pol, ema, own, gap, v_lead
+
+
+def test_cruise_target_of_the_own_speed_with_a_catch_up_term():
+    """cruise_reference="own": U averages the vehicle's own speed; cruise_catch adds up to that much speed for
+    an open gap, linear between the cruise_gaps (the PI-with-saturation target of Stern et al. 2018),
+    recomputed here in NumPy from the simulator's speeds and gaps."""
+    g = GuidanceConfig(w_cruise=3.0, cruise_window=2.0, cruise_reference="own", cruise_catch=1.5,
+                       cruise_gaps=(5.0, 12.0))
+    pol, ema, _, gap, _ = _ring_cruise_run(g)
     np.testing.assert_allclose(pol.mean_speed, ema, rtol=1e-12)
     want = ema + 1.5 * np.clip((gap - 5.0) / 7.0, 0.0, 1.0)
     np.testing.assert_allclose(pol.cruise_target, want, rtol=1e-12)
@@ -202,3 +212,18 @@ def test_cruise_target_of_the_own_speed_with_a_catch_up_term():
         GuidanceConfig(cruise_reference="ahead")
     with pytest.raises(ValueError, match="cruise_gaps"):
         GuidanceConfig(cruise_gaps=(30.0, 7.0))
+
+
+def test_cruise_target_saturates_to_the_leaders_speed_close_behind_it():
+    """cruise_follow_gap: below max(4 m, 2 dv) of gap the cruise speed is the leader's, blending back to the
+    catch-up target over cruise_follow_band metres (the saturation of Stern et al. 2018), recomputed in NumPy."""
+    g = GuidanceConfig(w_cruise=3.0, cruise_window=2.0, cruise_reference="own", cruise_catch=1.5,
+                       cruise_gaps=(5.0, 12.0), cruise_follow_gap=4.0, cruise_follow_band=4.0)
+    pol, ema, own, gap, v_lead = _ring_cruise_run(g)
+    alpha = np.clip((gap - np.maximum(4.0, 2.0 * (v_lead - own))) / 4.0, 0.0, 1.0)
+    target = ema + 1.5 * np.clip((gap - 5.0) / 7.0, 0.0, 1.0)
+    np.testing.assert_allclose(pol.cruise_target, alpha * target + (1.0 - alpha) * v_lead, rtol=1e-12)
+    assert ((alpha > 0) & (alpha < 1)).any()  # the blend is exercised
+    assert not np.allclose(v_lead, target)
+    with pytest.raises(ValueError, match="cruise_follow"):
+        GuidanceConfig(cruise_follow_band=0.0)

@@ -492,11 +492,14 @@ def steer_to_lane(road, w, prm, i, tl):
         s_t, d_t = project(road, tl, f[X, i], f[Y, i], f[S, i] * road.lane_f[tl, L_LEN] / road.lane_f[ln, L_LEN])
     h_future = _heading_ahead(road, w, i, tl, s_t + v * prm.tau_pursuit)
     lat_cmd = -prm.kp_lateral * d_t
-    h_cmd = math.asin(min(max(lat_cmd / _not_zero(v), -1.0), 1.0))
+    vc = max(abs(v), prm.steer_speed_floor)  # the controller's speed (SimParams.steer_speed_floor)
+    if v < 0.0:
+        vc = -vc
+    h_cmd = math.asin(min(max(lat_cmd / _not_zero(vc), -1.0), 1.0))
     h_ref = h_future + min(max(h_cmd, -0.25 * math.pi), 0.25 * math.pi)
     rate = prm.kp_heading * wrap_angle(h_ref - f[YAW, i])
     # slip = asin(u), steer = atan(2 tan(slip)) = atan(2 u / sqrt(1 - u^2)), u clipped just inside +-1
-    u = min(max(0.5 * f[LENGTH, i] / _not_zero(v) * rate, -0.999999), 0.999999)
+    u = min(max(0.5 * f[LENGTH, i] / _not_zero(vc) * rate, -0.999999), 0.999999)
     steer = math.atan(2.0 * u / math.sqrt(1.0 - u * u))
     return min(max(steer, -prm.steer_max), prm.steer_max)
 
