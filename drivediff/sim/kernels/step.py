@@ -891,6 +891,13 @@ def _remove(w, i):
 
 
 @kernel
+def remove_vehicle(st, sc, b, i):
+    """Take vehicle slot i of world b off the road (the occupancy index and metrics still need a refresh)."""
+    w, _ = _views(st, sc, b)
+    _remove(w, i)
+
+
+@kernel
 def _views(st, sc, b):
     """World b's views. Compiled without NRT: call only from NRT-free kernels (an NRT caller would
     release references it never took)."""
