@@ -21,8 +21,6 @@ import numpy as np
 
 from drivediff.env.config import EnvConfig
 from drivediff.env.kernels import (
-    EV_COLLISION,
-    EV_OFFROAD,
     META_ACTIONS,
     MODE_OBSERVE,
     MODE_RESET,
@@ -222,10 +220,8 @@ class EnvCore:
             else:
                 self.world.run(self.config.action_repeat, actions=acts)
         self.steps += 1
-        self._update(self._all, MODE_STEP)
+        self._update(self._all, MODE_STEP)  # with remove_departed, also takes crashed agents off the road
         self.terminated = self.event != NO_EVENT
-        if self.config.remove_departed:
-            self._remove(self.terminated & ((self.event == EV_COLLISION) | (self.event == EV_OFFROAD)))
         self.alive &= ~self.terminated
         self.truncated = self.alive & (self.steps >= self.max_steps)[:, None]
         self.alive &= ~self.truncated
@@ -260,24 +256,11 @@ class EnvCore:
     def _update(self, which: np.ndarray, mode: int, serial: bool = False) -> None:
         st = self.world.state
         kernel = update_worlds_serial if (self._small or serial) else update_worlds
+        remove = mode == MODE_STEP and self.config.remove_departed
         kernel(self.road.arrays, st.f, st.iv, st.m, st.route, self.slots, self.alive, self._rem0, self._prev_acc,
                self.obs_params, self.reward_params, which, mode, self.config.offroad_terminal, self.obs, self.terms,
-               self.rewards, self.event, self._kd, self._kj)
-
-    def _remove(self, mask: np.ndarray) -> None:
-        """Take the vehicles of departed agents off the road."""
-        if not mask.any():
-            return
-        b, a = np.nonzero(mask)
-        i = self.slots[b, a]
-        st = self.world.state
-        for name in ("valid", "controlled", "collided", "offroad"):
-            getattr(st, name)[b, i] = False
-        for name in ("lane", "target_lane", "vid", "leader"):
-            getattr(st, name)[b, i] = -1
-        worlds = np.unique(b)
-        with _serial(self._small or worlds.size <= SERIAL_WORLDS):
-            self.world.refresh(worlds=worlds)
+               self.rewards, self.event, self._kd, self._kj, st.packed, self.world.scratch, self.world.params,
+               remove)
 
     # ------------------------------------------------------------------------------------------ actions
     def _apply(self, actions) -> None:

@@ -6,7 +6,8 @@ Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates the
   action buffer;
 * :func:`apply_meta`: highway-env meta-actions into the agents' target lanes and speeds;
 * :func:`update_worlds`: per agent, the event of this step (collision, off-road, arrival), the reward
-  terms and the observation; one ``prange`` over worlds.
+  terms and the observation, and optionally the removal of the vehicles of agents that crashed or went
+  off-road; one ``prange`` over worlds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numba
 from drivediff.env.observation import observe_agent, remaining_distance, zero_row
 from drivediff.env.rewards import COLLISION, GOAL, OFFROAD, rate_terms, weighted
 from drivediff.sim.jit import kernel
+from drivediff.sim.kernels.step import refresh_world, remove_vehicle
 from drivediff.sim.layout import (
     ACCEL,
     COLLIDED,
@@ -94,11 +96,25 @@ def apply_meta(road, f, iv, act, slots, alive, speeds):
 
 
 @kernel
+def _remove_departed(road, slots, event, st, sc, sp, b):
+    """Take the vehicles of world b's agents that crashed or went off-road this step off the road, then
+    refresh the world's events, occupancy index and metrics (``st``, ``sc``, ``sp``: the World's packed
+    state, scratch and SimParams)."""
+    removed = False
+    for a in range(slots.shape[1]):
+        if event[b, a] == EV_COLLISION or event[b, a] == EV_OFFROAD:
+            remove_vehicle(st, sc, b, slots[b, a])
+            removed = True
+    if removed:
+        refresh_world(road, st, sc, sp, b)
+
+
+@kernel
 def _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal, obs,
-                  terms, rewards, event, kd, kj, b):
-    """One world: after a step (MODE_STEP) events, reward terms and observations; after a reset
-    (MODE_RESET) the bookkeeping (remaining route at reset, acceleration) and observations; MODE_OBSERVE
-    observations only."""
+                  terms, rewards, event, kd, kj, st, sc, sp, remove, b):
+    """One world: after a step (MODE_STEP) events, reward terms and observations, then with ``remove`` the
+    departed agents' vehicles taken off the road (``_remove_departed``); after a reset (MODE_RESET) the
+    bookkeeping (remaining route at reset, acceleration) and observations; MODE_OBSERVE observations only."""
     for a in range(slots.shape[1]):
         o = obs[b, a]
         t = terms[b, a]
@@ -133,11 +149,13 @@ def _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, m
         if mode != MODE_OBSERVE:
             prev_acc[b, a] = f[b, ACCEL, i]
         observe_agent(road, f, iv, m, route, b, i, rem0[b, a], op, o, kd[b], kj[b])
+    if mode == MODE_STEP and remove:
+        _remove_departed(road, slots, event, st, sc, sp, b)
 
 
 @kernel(parallel=True)
 def update_worlds(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, which, mode, offroad_terminal,
-                  obs, terms, rewards, event, kd, kj):
+                  obs, terms, rewards, event, kd, kj, st, sc, sp, remove):
     """``_update_world`` for every world with ``which[b]``.
 
     Args:
@@ -147,19 +165,21 @@ def update_worlds(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, w
         op: ObsParams; rp: RewardParams; which: (B,) bool; mode: MODE_STEP, MODE_RESET or MODE_OBSERVE.
         obs: (B, A, D) float32; terms: (B, A, 5) float64; rewards: (B, A) float64; event: (B, A) int64
             outputs; kd (B, K) float64, kj (B, K) int64 scratch.
+        st, sc, sp: the World's packed state, Scratch and SimParams; remove: after a step, take the vehicles
+            of agents that crashed or went off-road off the road (``EnvConfig.remove_departed``).
     """
     for b in numba.prange(f.shape[0]):
         if which[b]:
             _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal,
-                          obs, terms, rewards, event, kd, kj, b)
+                          obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
 
 
 @kernel
 def update_worlds_serial(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, which, mode, offroad_terminal,
-                         obs, terms, rewards, event, kd, kj):
+                         obs, terms, rewards, event, kd, kj, st, sc, sp, remove):
     """``update_worlds`` without a parallel region, for one or two worlds: launching a parallel region costs
     milliseconds when the machine's cores are busy."""
     for b in range(f.shape[0]):
         if which[b]:
             _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal,
-                          obs, terms, rewards, event, kd, kj, b)
+                          obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)

@@ -101,6 +101,7 @@ class Scratch(NamedTuple):
     count: np.ndarray  # (B, L+1) int64 counting-sort buffer
     dec: np.ndarray  # (B, 2, N) float64 decided acceleration and steering
     partner: np.ndarray  # (B, N) int64 collision partner in the last step (-1: none)
+    standing: np.ndarray  # (B, N) int64 slots of the standing vehicles (junction worlds, decision phase)
 
 
 class SimParams(NamedTuple):
@@ -215,4 +216,5 @@ def alloc_scratch(num_worlds: int, max_vehicles: int, num_lanes: int) -> Scratch
         occ_start=np.zeros((b, num_lanes + 1), np.int64), buf_i=np.zeros((b, 3, n2), np.int64),
         buf_f=np.zeros((b, 2, n2)), count=np.zeros((b, num_lanes + 1), np.int64),
         dec=np.zeros((b, 2, max_vehicles)), partner=np.full((b, max_vehicles), -1, np.int64),
+        standing=np.zeros((b, max_vehicles), np.int64),
     )

@@ -128,3 +128,26 @@ def test_results_do_not_depend_on_the_thread_count():
     for (o1, r1), (o2, r2) in zip(one, many, strict=True):
         np.testing.assert_array_equal(o1, o2)
         np.testing.assert_array_equal(r1, r2)
+
+
+def test_departed_vehicles_are_removed_and_their_worlds_refreshed():
+    """The update kernel takes the vehicles of crashed agents off the road and refreshes those worlds (the
+    occupancy index, leaders, gaps): a second refresh by hand changes nothing."""
+    v = VectorEnv("highway", num_worlds=8, num_agents=4, action_type="discrete")
+    v.reset(seed=1)
+    st = v.world.state
+    removed = 0
+    for _ in range(200):
+        _, _, term, _, info = v.step(np.full((8, 4), 3))  # FASTER: agents run into their leaders
+        crashed = term & (info["event"] == 1) & ~info["_final_obs"][:, None]  # worlds not reset at once
+        if crashed.any():
+            for b, a in zip(*np.nonzero(crashed), strict=True):
+                i = v.core.slots[b, a]
+                assert not st.valid[b, i] and st.lane[b, i] == -1
+                assert not (st.leader[b] == i).any()
+            before = [arr.copy() for arr in st.packed]
+            v.world.refresh()
+            for x, y in zip(before, st.packed, strict=True):
+                np.testing.assert_array_equal(x, y)
+            removed += int(crashed.sum())
+    assert removed > 0

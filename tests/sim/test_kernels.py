@@ -259,3 +259,22 @@ def test_leaders_match_brute_force(scenario):
             gap = st.gap[b, i]
             ttc = (gap / closing if closing > 1e-9 else np.inf) if gap > 0 else 0.0
             assert st.ttc[b, i] == pytest.approx(ttc)
+
+
+def test_standing_list_matches_numpy():
+    """The standing vehicles listed once per world for the junction path check: every valid vehicle at most
+    STANDING_SPEED fast, in slot order, the same set the per-driver scan over all slots found."""
+    from drivediff.sim.kernels.step import STANDING_SPEED, _list_standing
+    from drivediff.sim.kernels.views import WorldView
+
+    w = World("intersection", num_worlds=4)
+    w.reset(seed=3)
+    st = w.state
+    rng = np.random.default_rng(0)
+    st.speed[:] = np.where(rng.random(st.speed.shape) < 0.5, rng.uniform(0.0, 1.0, st.speed.shape), st.speed)
+    st.speed[0, :3] = STANDING_SPEED  # the bound is inclusive
+    out = np.full(w.max_vehicles, -1, dtype=np.int64)
+    for b in range(4):
+        view = WorldView(st.f[b], st.iv[b], st.m[b], st.route[b], st.wi[b], st.profile[b], st.v2v[b])
+        k = _list_standing(view, out)
+        np.testing.assert_array_equal(out[:k], np.flatnonzero(st.valid[b] & (st.speed[b] <= STANDING_SPEED)))

@@ -199,7 +199,7 @@ def _speed_limit_ahead(road, w, i):
 
 
 @kernel(inline=True)
-def idm_decision(road, w, occ, prm, i, has_conflicts):
+def idm_decision(road, w, occ, prm, i, has_conflicts, standing, num_standing):
     """IDM acceleration of vehicle i with every obstacle: leader, lane end, yielding, speed limit ahead."""
     f, iv = w.f, w.iv
     ln = iv[LANE, i]
@@ -219,7 +219,7 @@ def idm_decision(road, w, occ, prm, i, has_conflicts):
         gy, vy = yield_constraint(road, w, occ, prm, i)
         if gy < math.inf:
             acc = min(acc, _idm_for(prm, f, i, v0, gy, vy, 0.0, 0.0))
-        gs = _standing_in_path(road, w, i)
+        gs = _standing_in_path(road, w, i, standing, num_standing)
         if gs < math.inf:
             acc = min(acc, _idm_for(prm, f, i, v0, gs, 0.0, 0.0, 0.0))
     tl = iv[TARGET_LANE, i]
@@ -237,23 +237,24 @@ def idm_decision(road, w, occ, prm, i, has_conflicts):
 
 
 @kernel
-def _standing_in_path(road, w, i):
+def _standing_in_path(road, w, i, standing, num_standing):
     """Bumper gap [m] to the nearest standing vehicle whose box reaches into vehicle i's path: its lane and
-    the lanes of its route ahead, within ``STANDING_LOOK`` metres; inf if none.
+    the lanes of its route ahead, within ``STANDING_LOOK`` metres; inf if none. ``standing[:num_standing]``:
+    the slots of the standing vehicles in increasing order (``_list_standing``).
 
     Lane leaders and yielding cover vehicles that follow the lanes. A vehicle standing inside a junction
     box, across or beside the connector it is tracked on (a stalled or skewed vehicle driven by a policy),
     is neither the leader in any lane nor approaching a conflict point, and drivers drove into it. Only
     worlds with junction conflicts run this check.
     """
-    f, iv, m = w.f, w.iv, w.m
-    n = f.shape[1]
+    f, iv = w.f, w.iv
     ln = iv[LANE, i]
     x, y, s0 = f[X, i], f[Y, i], f[S, i]
     half_w = 0.5 * f[WIDTH, i]
     best = math.inf
-    for j in range(n):
-        if j == i or not m[VALID, j] or f[SPEED, j] > STANDING_SPEED:
+    for q in range(num_standing):
+        j = standing[q]
+        if j == i:
             continue
         dx = f[X, j] - x
         dy = f[Y, j] - y
@@ -290,6 +291,18 @@ def _standing_in_path(road, w, i):
             rp += 1
             cur = nxt
     return best
+
+
+@kernel(inline=True)
+def _list_standing(w, out):
+    """Slots of the valid vehicles at most ``STANDING_SPEED`` fast into ``out``; returns how many. Speeds and
+    validity do not change while decisions are made, so one list serves every driver of the world."""
+    k = 0
+    for j in range(w.f.shape[1]):
+        if w.m[VALID, j] and w.f[SPEED, j] <= STANDING_SPEED:
+            out[k] = j
+            k += 1
+    return k
 
 
 @kernel(inline=True)
@@ -530,8 +543,9 @@ def _mobil_tick(road, w, occ, prm, i, acc):
 
 
 @kernel
-def decide_all(road, w, occ, prm, actions, noise, dec, has_conflicts):
+def decide_all(road, w, occ, prm, actions, noise, dec, has_conflicts, standing):
     """Acceleration and steering of every vehicle of one world this step, limits applied, into ``dec``.
+    ``standing`` (N,): scratch for the standing vehicles' slots (junction worlds).
 
     One call per world and step: the per-vehicle work stays in this loop (helpers taking the world and
     road tuples are inlined or called only on rare paths: MOBIL decisions, aborts, yielding).
@@ -539,6 +553,7 @@ def decide_all(road, w, occ, prm, actions, noise, dec, has_conflicts):
     f, iv, m = w.f, w.iv, w.m
     n = f.shape[1]
     has_noise = noise.shape[0] == n
+    num_standing = _list_standing(w, standing) if has_conflicts else 0
     for i in range(n):
         if not m[VALID, i]:
             continue
@@ -561,7 +576,7 @@ def decide_all(road, w, occ, prm, actions, noise, dec, has_conflicts):
         elif ln < 0:
             steer_needed = False
         elif beh == IDM:
-            a = idm_decision(road, w, occ, prm, i, has_conflicts)
+            a = idm_decision(road, w, occ, prm, i, has_conflicts, standing, num_standing)
             if has_noise and f[NOISE, i] > 0.0:
                 a += f[NOISE, i] * noise[i]
             if iv[TARGET_LANE, i] == ln:
@@ -879,6 +894,13 @@ def _remove(w, i):
 
 
 @kernel
+def remove_vehicle(st, sc, b, i):
+    """Take vehicle slot i of world b off the road (the occupancy index and metrics still need a refresh)."""
+    w, _ = _views(st, sc, b)
+    _remove(w, i)
+
+
+@kernel
 def _views(st, sc, b):
     """World b's views. Compiled without NRT: call only from NRT-free kernels (an NRT caller would
     release references it never took)."""
@@ -951,7 +973,7 @@ def step_world(road, st, sc, prm, inflow, b, actions, noise, spawn_u, loss_u):
     w, occ = _views(st, sc, b)
     has_conflicts = road.conf_i.shape[0] > 0
     _v2v_exchange(w, prm, loss_u)
-    decide_all(road, w, occ, prm, actions, noise, sc.dec[b], has_conflicts)
+    decide_all(road, w, occ, prm, actions, noise, sc.dec[b], has_conflicts, sc.standing[b])
     integrate_all(road, w, prm, sc.dec[b])
     w.wi[STEP] += 1
     detect_events(road, w, prm, sc.buf_i[b], sc.buf_f[b], sc.partner[b])
