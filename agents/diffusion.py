@@ -190,11 +190,9 @@ class DiffusionPolicy:
         g = self.guidance
         c = self.controlled
         own = st.speed[:, c]
-        if g.cruise_reference == "own":
-            ref = own
-        else:
-            lead = st.leader[:, c]
-            ref = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), own)
+        lead = st.leader[:, c]
+        v_lead = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), own)  # own: none
+        ref = own if g.cruise_reference == "own" else v_lead
         fresh = st.vid[:, c] != self._mean_vid  # a new vehicle in the slot (or the first step: -1)
         rate = min(1.0, self.dt / g.cruise_window)
         self.mean_speed = np.where(fresh, ref, self.mean_speed + (ref - self.mean_speed) * rate)
@@ -205,8 +203,6 @@ class DiffusionPolicy:
             gap = np.where(np.isfinite(st.gap[:, c]), st.gap[:, c], hi)  # no leader: the gap is open
             self.cruise_target = self.mean_speed + g.cruise_catch * np.clip((gap - lo) / (hi - lo), 0.0, 1.0)
         if g.cruise_follow_gap > 0:  # saturation: close behind the leader, its speed
-            lead = st.leader[:, c]
-            v_lead = np.where(lead >= 0, np.take_along_axis(st.speed, np.maximum(lead, 0), axis=1), own)
             near = np.maximum(g.cruise_follow_gap, 2.0 * (v_lead - own))
             gap = np.where((lead >= 0) & np.isfinite(st.gap[:, c]), st.gap[:, c], np.inf)
             alpha = np.clip((gap - near) / g.cruise_follow_band, 0.0, 1.0)

@@ -256,11 +256,10 @@ class EnvCore:
     def _update(self, which: np.ndarray, mode: int, serial: bool = False) -> None:
         st = self.world.state
         kernel = update_worlds_serial if (self._small or serial) else update_worlds
-        remove = mode == MODE_STEP and self.config.remove_departed
         kernel(self.road.arrays, st.f, st.iv, st.m, st.route, self.slots, self.alive, self._rem0, self._prev_acc,
                self.obs_params, self.reward_params, which, mode, self.config.offroad_terminal, self.obs, self.terms,
                self.rewards, self.event, self._kd, self._kj, st.packed, self.world.scratch, self.world.params,
-               remove)
+               self.config.remove_departed)  # the kernel removes after steps only (MODE_STEP)
 
     # ------------------------------------------------------------------------------------------ actions
     def _apply(self, actions) -> None:

@@ -119,8 +119,9 @@ class GuidanceConfig:
     # > 0: the saturation of Stern et al.'s controller: close behind the vehicle ahead the cruise speed is that
     # vehicle's speed, blending back to the target over cruise_follow_band metres of gap above
     # max(cruise_follow_gap, 2 dv) (dv: the leader's speed minus the vehicle's; the paper's 4 m and gamma = 2 m).
-    # Without it the cruise objective kept pulling a car crawling up to a standing queue towards the ring's
-    # average speed (it closed to 0.2 m)
+    # Before the simulator's low-speed steering fix, the cruise objective without it pulled a car crawling up to a
+    # queue towards the ring's average speed (it closed to 0.2 m and touched a wagging car); since the fix it makes
+    # no measurable difference on the ring (README, platoon)
     cruise_follow_gap: float = 0.0  # [m]
     cruise_follow_band: float = 2.0  # [m]
     # how the gradient and barrier layers evaluate their costs: "auto" the Numba kernels of

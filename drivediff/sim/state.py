@@ -120,11 +120,11 @@ class SimParams(NamedTuple):
     kp_lateral: float = 1.0 / 0.6  # lateral gain [1/s] (TAU_LATERAL 0.6 s)
     tau_pursuit: float = 0.1  # heading lookahead time [s] (TAU_PURSUIT = 0.5 * TAU_HEADING)
     # [m/s] lane tracking divides by the speed twice (lateral command and slip angle); below this speed it divides
-    # by this instead. highway-env's controller has no floor, and with it below ~1.3 m/s at dt = 0.1 s (the slip
-    # angle moves the vehicle sideways at once, by dt L/2 kp_heading kp_lateral / v times the lateral error)
-    # the loop gain per step exceeds 2: the steering flips between its limits every step and the box wags. On
-    # the ring, a car crawling 0.2 m behind such a wagging car touched it (README, platoon). With the floor the
-    # linearised loop is stable at every speed; above the floor the steering is highway-env's
+    # by this instead. highway-env's controller has no floor. The slip angle moves the vehicle sideways at once
+    # (dt L/2 kp_heading kp_lateral / v times the lateral error), and the linearised loop of lateral offset and
+    # heading is unstable below ~1.3 m/s at dt = 0.1 s (L = 5 m): the steering flips between its limits every
+    # step and the box wags. On the ring, a car crawling 0.2 m behind such a wagging car touched it (README,
+    # platoon). With the floor the linearised loop is stable at every speed; above it the steering is highway-env's
     steer_speed_floor: float = 2.0
     b_yield: float = 4.0  # deceleration used to judge whether a vehicle can still stop [m/s^2]
     gap_accept: float = 1.5  # extra time a yielding vehicle wants after the crossing vehicle [s]

@@ -151,3 +151,20 @@ def test_departed_vehicles_are_removed_and_their_worlds_refreshed():
                 np.testing.assert_array_equal(x, y)
             removed += int(crashed.sum())
     assert removed > 0
+
+
+def test_departed_vehicles_stay_with_remove_departed_off():
+    """remove_departed=False: a crashed agent leaves the episode, but its vehicle stays on the road, collided."""
+    v = VectorEnv("highway", num_worlds=8, num_agents=4, action_type="discrete", remove_departed=False)
+    v.reset(seed=1)
+    st = v.world.state
+    kept = 0
+    for _ in range(200):
+        _, _, term, _, info = v.step(np.full((8, 4), 3))
+        crashed = term & (info["event"] == 1) & ~info["_final_obs"][:, None]
+        for b, a in zip(*np.nonzero(crashed), strict=True):
+            i = v.core.slots[b, a]
+            assert st.valid[b, i] and st.collided[b, i] and st.lane[b, i] >= 0
+            assert not info["alive"][b, a]
+            kept += 1
+    assert kept > 0

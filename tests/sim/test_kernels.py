@@ -273,8 +273,10 @@ def test_standing_list_matches_numpy():
     rng = np.random.default_rng(0)
     st.speed[:] = np.where(rng.random(st.speed.shape) < 0.5, rng.uniform(0.0, 1.0, st.speed.shape), st.speed)
     st.speed[0, :3] = STANDING_SPEED  # the bound is inclusive
+    st.speed[1] = STANDING_SPEED + 1.0  # a world with nothing standing
     out = np.full(w.max_vehicles, -1, dtype=np.int64)
     for b in range(4):
         view = WorldView(st.f[b], st.iv[b], st.m[b], st.route[b], st.wi[b], st.profile[b], st.v2v[b])
         k = _list_standing(view, out)
         np.testing.assert_array_equal(out[:k], np.flatnonzero(st.valid[b] & (st.speed[b] <= STANDING_SPEED)))
+        assert (k == 0) == (b == 1)

@@ -192,11 +192,12 @@ def test_lane_keeping_policy_steering_matches_the_kernel_at_a_crawl():
     """agents.platoon.lane_keeping_steer (the numpy policies' steering) is the kernel's, speed floor included."""
     from drivediff.agents.platoon import lane_keeping_steer
 
-    sc = scenario(road={"type": "ring", "length": 230.0}, dt=0.1, vehicles=[
+    sc = scenario(road={"type": "ring", "length": 230.0}, dt=0.1, sim={"allow_reverse": True}, vehicles=[
         {"lane": "ring", "s": 10.0 * k, "d": 0.1 * (k % 3 - 1), "speed": 0.25 * k, "behavior": "constant_speed"}
         for k in range(12)])
     w = World(sc)
     w.reset(seed=0)
+    w.state.speed[0, :4] = [-3.0, -1.0, -0.3, -0.0]  # reversing: the floor keeps the sign
     for _ in range(5):
         want = lane_keeping_steer(w)
         w.step()
