@@ -638,6 +638,16 @@ def _map_target(road, old_lane, new_lane, tl):
 
 
 @kernel(inline=True)
+def _nearer_lane(road, c, x, y, s_hint, ln, s, d, between_ends):
+    """(lane, s, d): lane c and the point's coordinates on it if the point lies nearer c's centreline than
+    ``d`` (and, with ``between_ends``, alongside c, between its ends); else (ln, s, d) unchanged."""
+    s_c, d_c = project(road, c, x, y, s_hint)
+    if abs(d_c) < abs(d) and (not between_ends or 0.0 <= s_c <= road.lane_f[c, L_LEN]):
+        return c, s_c, d_c
+    return ln, s, d
+
+
+@kernel(inline=True)
 def update_lane_frame(road, w, prm, i):
     """Project vehicle i onto its lanes after integration. Returns False if it left the road."""
     f, iv = w.f, w.iv
@@ -683,11 +693,7 @@ def update_lane_frame(road, w, prm, i):
             break
     tl = iv[TARGET_LANE, i]
     if tl >= 0 and tl != ln:
-        s_t, d_t = project(road, tl, x, y, s * road.lane_f[tl, L_LEN] / road.lane_f[ln, L_LEN])
-        if abs(d_t) < abs(d):
-            ln = tl
-            s = s_t
-            d = d_t
+        ln, s, d = _nearer_lane(road, tl, x, y, s * road.lane_f[tl, L_LEN] / road.lane_f[ln, L_LEN], ln, s, d, False)
     if external and abs(d) > 0.5 * road.lane_f[ln, L_WIDTH]:
         # off its lane: the neighbours across the markings, and the other branches of the lane end it came
         # from (the other turns through a junction). At a branch point the connectors start together, so the
@@ -699,22 +705,15 @@ def update_lane_frame(road, w, prm, i):
         for side in range(2):
             c = road.lane_i[ln0, L_LEFT] if side == 0 else road.lane_i[ln0, L_RIGHT]
             if c >= 0:
-                s_c, d_c = project(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln0, L_LEN])
-                if abs(d_c) < abs(d):
-                    ln = c
-                    s = s_c
-                    d = d_c
+                ln, s, d = _nearer_lane(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln0, L_LEN], ln, s, d,
+                                        False)
         for q in range(road.lane_i[ln0, L_PRED], road.lane_i[ln0 + 1, L_PRED]):
             p = road.links[q]
             for r in range(road.lane_i[p, L_SUCC], road.lane_i[p + 1, L_SUCC]):
                 c = road.links[r]
-                if c == ln0:
-                    continue
-                s_c, d_c = project(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln0, L_LEN])
-                if abs(d_c) < abs(d) and 0.0 <= s_c <= road.lane_f[c, L_LEN]:
-                    ln = c
-                    s = s_c
-                    d = d_c
+                if c != ln0:
+                    ln, s, d = _nearer_lane(road, c, x, y, s * road.lane_f[c, L_LEN] / road.lane_f[ln0, L_LEN], ln, s,
+                                            d, True)
     if external:
         iv[TARGET_LANE, i] = ln
     iv[LANE, i] = ln
