@@ -3,7 +3,6 @@ sampler of initial vehicles (all randomness from a numpy Generator passed in).""
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -11,6 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from drivediff.errors import ScenarioError
+from drivediff.scenarios import placement as P
 from drivediff.scenarios.builders import BuiltRoad, SpawnLane, build_road
 from drivediff.scenarios.schema import (
     CCConfig,
@@ -83,19 +83,57 @@ def _span_cdf(lanes) -> list[float]:
     return cdf.tolist()
 
 
-def _driver_row(rng, idm: IDMConfig, mobil: MOBILConfig, size: SizeConfig, cc: CCConfig | None, speed: float,
-                behavior: int, controlled: bool, lc_period: float) -> dict:
-    v0 = _draw(rng, idm.desired_speed) if idm.desired_speed is not None else max(speed, 1.0)
+def _fixed_fields(idm: IDMConfig, mobil: MOBILConfig, size: SizeConfig, cc: CCConfig | None, behavior: int,
+                  controlled: bool) -> dict:
+    """The fields of a vehicle that its block fixes (everything but speed, v0, delta, timer, lane, s)."""
     cc = cc or _DEFAULT_CC
     return dict(
-        speed=speed, behavior=int(behavior), controlled=controlled, length=size.length, width=size.width,
-        v0=v0, time_gap=idm.time_gap, s0=idm.s0, a_comf=idm.a, b_comf=idm.b, delta=_draw(rng, idm.delta),
-        coolness=idm.coolness, noise=idm.noise, politeness=mobil.politeness, lc_gain=mobil.min_gain,
-        lc_brake=mobil.max_braking,
-        lc_timer=float(rng.uniform(0.0, lc_period)) if mobil.enabled else -math.inf, lc_force_time=-1.0,
-        lc_force_dir=0, target_speed=speed, cc_gap=cc.time_gap, cc_standstill=cc.standstill, cc_kp=cc.kp,
-        cc_kd=cc.kd, cc_lag=cc.lag, d=0.0,
+        behavior=int(behavior), controlled=controlled, length=size.length, width=size.width, time_gap=idm.time_gap,
+        s0=idm.s0, a_comf=idm.a, b_comf=idm.b, coolness=idm.coolness, noise=idm.noise,
+        politeness=mobil.politeness, lc_gain=mobil.min_gain, lc_brake=mobil.max_braking, lc_force_time=-1.0,
+        lc_force_dir=0, cc_gap=cc.time_gap, cc_standstill=cc.standstill, cc_kp=cc.kp, cc_kd=cc.kd, cc_lag=cc.lag,
+        d=0.0,
     )
+
+
+def _driver_row(rng, idm: IDMConfig, mobil: MOBILConfig, size: SizeConfig, cc: CCConfig | None, speed: float,
+                behavior: int, controlled: bool, lc_period: float) -> dict:
+    """An explicit vehicle's fields; draws v0, delta and the lane-change timer in the order of
+    ``placement.place_generated``."""
+    row = _fixed_fields(idm, mobil, size, cc, behavior, controlled)
+    row["v0"] = _draw(rng, idm.desired_speed) if idm.desired_speed is not None else max(speed, 1.0)
+    row["delta"] = _draw(rng, idm.delta)
+    row["lc_timer"] = float(rng.uniform(0.0, lc_period)) if mobil.enabled else -math.inf
+    row["speed"] = row["target_speed"] = speed
+    return row
+
+
+# VEHICLE_FIELDS columns that place_generated draws, and its output column for each
+_RANDOM_COLUMNS = tuple((VEHICLE_FIELDS.index(f), out) for f, out in (
+    ("speed", P.OUT_SPEED), ("target_speed", P.OUT_SPEED), ("v0", P.OUT_V0), ("delta", P.OUT_DELTA),
+    ("lc_timer", P.OUT_LC_TIMER), ("s", P.OUT_S)))
+_CONTROLLED = VEHICLE_FIELDS.index("controlled")
+_FIELD_DTYPES = {"lane": np.int64, "behavior": np.int64, "lc_force_dir": np.int64, "controlled": np.bool_}
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """The controlled and traffic blocks as ``placement.place_generated`` takes them (see its docstring),
+    with ``const`` (2, len(VEHICLE_FIELDS)): each block's fixed fields, and the routes leaving each lane
+    (``routes[first[lane] + option]``; the last row of ``routes`` is "no route")."""
+
+    kinds: np.ndarray
+    kf: np.ndarray
+    ki: np.ndarray
+    sp_lane: np.ndarray
+    sp_lo: np.ndarray
+    sp_hi: np.ndarray
+    sp_cdf: np.ndarray
+    even_count: int
+    n_routes: np.ndarray
+    const: np.ndarray
+    routes: np.ndarray
+    first: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -225,62 +263,117 @@ class CompiledScenario:
             out += areas[n]
         return out
 
-    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Initial vehicles: controlled ones first (slots 0..A-1), then explicit, then traffic."""
+    @cached_property
+    def _generated(self) -> _Generated:
+        """What ``sample`` needs for the controlled and traffic blocks; fixed by the config."""
         c = self.config
+        ctrl, traffic = c.controlled, c.traffic
         lc_period = self.params.lc_period
-        veh = _Vehicles()
-        occupied: dict[int, list[tuple[float, float]]] = {}  # lane -> [(s, half extent incl. gap)]
-        explicit_ctrl = [v for v in c.vehicles if v.controlled]
-        explicit_other = [v for v in c.vehicles if not v.controlled]
-        for k, v in enumerate(explicit_ctrl + explicit_other):
-            self._place_explicit(rng, v, k, veh, occupied, lc_period)
-        ctrl = c.controlled
-        ctrl_lanes = self._spawn_lanes(ctrl.spawn, "controlled.spawn") if ctrl.count else []
-        traffic = c.traffic
-        tr_lanes = self._spawn_lanes(traffic.spawn, "traffic.spawn") if traffic.count else []
-        ctrl_cdf = _span_cdf(ctrl_lanes)
-        tr_cdf = _span_cdf(tr_lanes)
-        requests = []  # (is_controlled, spawn lanes)
+        kinds = []  # 0: controlled block, 1: traffic block, in placement order
         if traffic.placement == "sequential":  # highway-env: each controlled vehicle followed by its share
             per = np.full(max(ctrl.count, 1), traffic.count // max(ctrl.count, 1))
             per[: traffic.count % max(ctrl.count, 1)] += 1
             for q in range(max(ctrl.count, 1)):
-                if q < ctrl.count:
-                    requests.append((True, ctrl_lanes))
-                requests += [(False, tr_lanes)] * int(per[q])
+                kinds += [0] * (q < ctrl.count) + [1] * int(per[q])
         else:
-            requests = [(True, ctrl_lanes)] * ctrl.count + [(False, tr_lanes)] * traffic.count
-        ctrl_cc = getattr(ctrl, "cc", None)  # looked up once: a missing pydantic attribute is slow to miss
-        tr_cc = getattr(traffic, "cc", None)
-        seq_front = -math.inf
-        even_index = 0
-        for is_ctrl, lanes in requests:
-            cfg = ctrl if is_ctrl else traffic
-            speed = _draw(rng, cfg.speed)
-            beh = BEHAVIOR_CODES[cfg.behavior]
-            row = _driver_row(rng, cfg.idm, cfg.mobil, cfg.size, ctrl_cc if is_ctrl else tr_cc, speed, beh, is_ctrl,
-                              lc_period)
+            kinds = [0] * ctrl.count + [1] * traffic.count
+        kf = np.zeros((2, P.NUM_KIND_F))
+        ki = np.zeros((2, P.NUM_KIND_I), dtype=np.int64)
+        const = np.zeros((2, len(VEHICLE_FIELDS)))
+        sp_lane, sp_lo, sp_hi, sp_cdf = [], [], [], []
+        for k, (cfg, name) in enumerate(((ctrl, "controlled"), (traffic, "traffic"))):
+            lanes = self._spawn_lanes(cfg.spawn, f"{name}.spawn") if cfg.count else []
+            if cfg.count and not lanes:
+                raise ScenarioError(f"{self.source}: {name}.spawn: no spawn lanes to place {cfg.count} vehicles on")
+            idm = cfg.idm
+            v0 = idm.desired_speed or (0.0, 0.0)
+            kf[k, [P.SPEED_LO, P.SPEED_HI, P.V0_LO, P.V0_HI, P.DELTA_LO, P.DELTA_HI]] = [*cfg.speed, *v0, *idm.delta]
+            kf[k, [P.LC_PERIOD, P.S0, P.TIME_GAP, P.LENGTH, P.SPACING]] = \
+                [lc_period, idm.s0, idm.time_gap, cfg.size.length, cfg.spacing]
+            kf[k, P.SEQ_FACTOR] = math.exp(-5.0 / 40.0 * len(lanes))
             if traffic.placement == "sequential":
-                lane_sl, s, seq_front = self._sequential(rng, lanes, speed, seq_front,
-                                                         ctrl.spacing if is_ctrl else traffic.spacing)
-            elif traffic.placement == "even" and not is_ctrl:
-                lane_sl, s = self._even(lanes, even_index, traffic.count)
-                even_index += 1
+                mode = P.SEQUENTIAL
             else:
-                cdf = ctrl_cdf if is_ctrl else tr_cdf
-                lane_sl, s = self._random(rng, lanes, cdf, row, occupied, "controlled" if is_ctrl else "traffic")
-            occupied.setdefault(lane_sl.lane, []).append((s, 0.5 * row["length"]))
-            row.update(lane=lane_sl.lane, s=s)
-            opts = self.built.routes_from(lane_sl.lane)
-            route = opts[int(rng.integers(len(opts)))] if opts else []
-            veh.add(row, route)
-        # controlled first: reorder so that explicit controlled + auto controlled lead
-        arrays = veh.arrays()
-        order = np.argsort(~arrays["controlled"], kind="stable")
-        return {k: v[order] for k, v in arrays.items()}
+                mode = P.EVEN if traffic.placement == "even" and k == 1 else P.RANDOM
+            ki[k] = [idm.desired_speed is not None, cfg.mobil.enabled, mode, len(sp_lane), len(sp_lane) + len(lanes)]
+            sp_lane += [sl.lane for sl in lanes]
+            sp_lo += [sl.s_lo for sl in lanes]
+            sp_hi += [sl.s_hi for sl in lanes]
+            sp_cdf += _span_cdf(lanes)
+            row = _fixed_fields(idm, cfg.mobil, cfg.size, getattr(cfg, "cc", None), BEHAVIOR_CODES[cfg.behavior],
+                                k == 0)
+            const[k] = [row.get(f, 0.0) for f in VEHICLE_FIELDS]
+        num_lanes = self.road.num_lanes
+        opts = [self.built.routes_from(ln) for ln in range(num_lanes)]
+        routes = np.full((sum(map(len, opts)) + 1, ROUTE_LEN), -1, dtype=np.int64)  # last row: no route
+        first = np.zeros(num_lanes, dtype=np.int64)
+        row_k = 0
+        for ln, lane_opts in enumerate(opts):
+            first[ln] = row_k
+            for r in lane_opts:
+                routes[row_k, :len(r)] = r[:ROUTE_LEN]
+                row_k += 1
+        return _Generated(np.array(kinds, dtype=np.int64), kf, ki, np.array(sp_lane, dtype=np.int64),
+                          np.array(sp_lo, dtype=np.float64), np.array(sp_hi, dtype=np.float64),
+                          np.array(sp_cdf, dtype=np.float64), int(traffic.count),
+                          np.array([len(o) for o in opts], dtype=np.int64), const, routes, first)
 
-    def _place_explicit(self, rng, v, k, veh, occupied, lc_period) -> None:
+    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Initial vehicles: controlled ones first (slots 0..A-1), then explicit, then traffic. A dict of
+        (n,) arrays, one per ``VEHICLE_FIELDS`` name, and ``route`` (n, ROUTE_LEN)."""
+        cols, lanes, route = self.sample_columns(rng)
+        out = {f: cols[k] if f not in _FIELD_DTYPES else cols[k].astype(_FIELD_DTYPES[f])
+               for k, f in enumerate(VEHICLE_FIELDS)}
+        out["lane"] = lanes
+        out["route"] = route
+        return out
+
+    def sample_columns(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``sample`` as (len(VEHICLE_FIELDS), n) float64 columns (the ``lane`` row unused), lanes (n,) and
+        routes (n, ROUTE_LEN): what ``World.reset`` writes.
+
+        The explicit vehicles are placed here in Python, the controlled and traffic blocks by the compiled
+        ``placement.place_generated`` (the same draws from ``rng``, in the same order)."""
+        c = self.config
+        g = self._generated
+        veh = _Vehicles()
+        n_exp = len(c.vehicles)
+        n = g.kinds.size
+        occ_lane = np.empty(n_exp + n, dtype=np.int64)
+        occ_s = np.empty(n_exp + n)
+        occ_half = np.empty(n_exp + n)
+        if n_exp:
+            lc_period = self.params.lc_period
+            explicit = [v for v in c.vehicles if v.controlled] + [v for v in c.vehicles if not v.controlled]
+            for k, v in enumerate(explicit):
+                lane = self._place_explicit(rng, v, k, veh, lc_period)
+                occ_lane[k], occ_s[k], occ_half[k] = lane, v.s, 0.5 * v.size.length
+        out_f, out_i = P.empty_outputs(n)
+        code, r, value, limit = P.place_generated(rng, g.kinds, g.kf, g.ki, g.sp_lane, g.sp_lo, g.sp_hi, g.sp_cdf,
+                                                  g.even_count, g.n_routes, occ_lane, occ_s, occ_half, n_exp,
+                                                  out_f, out_i)
+        if code == P.PAST_END:
+            raise ScenarioError(f"{self.source}: sequential placement ran past the end of the road "
+                                f"({value:.0f} m > {limit:.0f} m): lengthen the road or lower traffic.count")
+        if code == P.TOO_DENSE:
+            who = "controlled" if g.kinds[r] == 0 else "traffic"
+            raise ScenarioError(f"{self.source}: could not place the {who} vehicles with safe gaps after "
+                                f"{P.MAX_TRIES} tries: the spawn area is too dense (lower the count or lengthen "
+                                "the road)")
+        tab = g.const[g.kinds]
+        for col, out in _RANDOM_COLUMNS:
+            tab[:, col] = out_f[:, out]
+        lanes, opt = out_i[:, 0], out_i[:, 1]
+        route = g.routes[np.where(opt >= 0, g.first[lanes] + opt, -1)]
+        if n_exp:
+            exp = veh.arrays()
+            tab = np.concatenate([np.array([exp[f] for f in VEHICLE_FIELDS], dtype=np.float64).T, tab])
+            lanes = np.concatenate([exp["lane"], lanes])
+            route = np.concatenate([exp["route"], route])
+        order = np.argsort(tab[:, _CONTROLLED] == 0.0, kind="stable")  # controlled first, otherwise as placed
+        return np.ascontiguousarray(tab[order].T), lanes[order], route[order]
+
+    def _place_explicit(self, rng, v, k, veh, lc_period) -> int:
         where = f"vehicles[{k}]"
         lane = self._lane(v.lane, where)
         length = float(self.road.lane_len[lane])
@@ -294,46 +387,8 @@ class CompiledScenario:
             row["lc_force_time"] = float(v.lane_change_at)
             row["lc_force_dir"] = 1 if v.lane_change_to == "left" else -1
         route = self._route(lane, v.route, where) if v.route else []
-        occupied.setdefault(lane, []).append((v.s, 0.5 * v.size.length))
         veh.add(row, route)
-
-    def _sequential(self, rng, lanes, speed, front, spacing):
-        """highway-env ``Vehicle.create_random``: each vehicle ahead of all others on the spawn lanes."""
-        sl = lanes[int(rng.integers(len(lanes)))]
-        offset = spacing * (12.0 + speed) * math.exp(-5.0 / 40.0 * len(lanes))
-        s = (3.0 * offset if front == -math.inf else front) + offset * rng.uniform(0.9, 1.1)
-        s = sl.s_lo + s
-        if s > sl.s_hi:
-            raise ScenarioError(f"{self.source}: sequential placement ran past the end of the road "
-                                f"({s:.0f} m > {sl.s_hi:.0f} m): lengthen the road or lower traffic.count")
-        return sl, s, s - sl.s_lo
-
-    def _even(self, lanes, k, count):
-        total = sum(sl.s_hi - sl.s_lo for sl in lanes)
-        pos = total * k / max(count, 1)
-        for sl in lanes:
-            span = sl.s_hi - sl.s_lo
-            if pos < span:
-                return sl, sl.s_lo + pos
-            pos -= span
-        return lanes[-1], lanes[-1].s_hi
-
-    def _random(self, rng, lanes, cdf, row, occupied, who):
-        """A lane drawn in proportion to its span and a position on it, clear of ``occupied``. ``cdf``:
-        ``_span_cdf(lanes)``; ``bisect_right(cdf, rng.random())`` is the draw of ``rng.choice(len(lanes),
-        p=spans / spans.sum())`` without its per-call set-up (the same numbers, checked in the tests)."""
-        need = row["s0"] + 0.5 * row["speed"] * row["time_gap"]
-        half = 0.5 * row["length"]
-        for _ in range(400):
-            sl = lanes[bisect.bisect_right(cdf, rng.random())]
-            s = float(rng.uniform(sl.s_lo, sl.s_hi))
-            for s2, h2 in occupied.get(sl.lane, ()):
-                if not abs(s - s2) - h2 - half >= need:
-                    break
-            else:
-                return sl, s
-        raise ScenarioError(f"{self.source}: could not place the {who} vehicles with safe gaps after 400 "
-                            "tries: the spawn area is too dense (lower the count or lengthen the road)")
+        return lane
 
 
 def compile_scenario(config: ScenarioConfig, source: str | None = None) -> CompiledScenario:

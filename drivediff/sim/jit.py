@@ -14,7 +14,7 @@ import numba
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn"})
 
 
-def kernel(fn=None, *, parallel: bool = False, inline: bool = False, nrt: bool = False):
+def kernel(fn=None, *, parallel: bool = False, inline: bool = False, nrt: bool = False, exact: bool = False):
     """Compile ``fn`` with drivediff's kernel policy (cache, fastmath, nogil).
 
     Use ``@kernel`` for serial helpers and ``@kernel(parallel=True)`` for the top-level entry points that
@@ -30,11 +30,15 @@ def kernel(fn=None, *, parallel: bool = False, inline: bool = False, nrt: bool =
     Rule: an NRT-free kernel may take arrays but must not return arrays (or tuples holding them) to a
     kernel compiled with NRT: the NRT caller would release references it never took (a double free).
     ``tests/sim/test_jit.py`` checks the entry points against this.
+
+    ``exact=True`` compiles without fastmath, for kernels that must give NumPy's numbers to the last bit
+    (reset placement and positions, which replaced NumPy code: a fused multiply-add moves a result by an
+    ulp, and a seed would no longer give the same scene).
     """
 
     def wrap(f):
-        opts = dict(cache=True, fastmath=set(FASTMATH), nogil=True, parallel=parallel, error_model="numpy",
-                    inline="always" if inline else "never")
+        opts = dict(cache=True, fastmath=False if exact else set(FASTMATH), nogil=True, parallel=parallel,
+                    error_model="numpy", inline="always" if inline else "never")
         if not (nrt or parallel):
             opts["_nrt"] = False
         return numba.njit(**opts)(f)

@@ -435,13 +435,29 @@ class Road:
         inputs, and on a 3 km lane those copies were most of a reset's placement time."""
         return np.ascontiguousarray(self.arrays.pts[:, [L.P_S, L.P_X, L.P_Y, L.P_H]].T)
 
+    @cached_property
+    def _pt_first(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each lane's first centreline point (num_lanes + 1) and its length, contiguous."""
+        return (np.ascontiguousarray(self.arrays.lane_i[:, L.L_PT]),
+                np.ascontiguousarray(self.arrays.lane_f[:, L.L_LEN]))
+
     def position(self, lane: int, s, d=0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World (x, y, heading) of lane coordinates (s along the lane, d to the left)."""
-        ps, px, py, ph = self._pt_columns[:, self._pt_slice(lane)]
-        s = np.clip(np.asarray(s, float), 0.0, self.lane_len[lane])
-        x = np.interp(s, ps, px)
-        y = np.interp(s, ps, py)
-        h = np.interp(s, ps, ph)
+        s = np.asarray(s, float)
+        x, y, h = self.positions(np.full(s.shape, lane, dtype=np.int64), s, d)
+        return (x, y, h) if s.ndim else (x[()], y[()], h[()])
+
+    def positions(self, lanes, s, d=0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World (x, y, heading) of lane coordinates of points on different lanes, in one compiled call:
+        ``np.interp`` of each lane's centreline at s (clamped to the lane), offset d to the left."""
+        from drivediff.sim.kernels.frenet import interp_centrelines
+
+        lanes = np.asarray(lanes, dtype=np.int64)
+        s = np.broadcast_to(np.asarray(s, float), lanes.shape)
+        out = np.empty((3, lanes.size))
+        first, length = self._pt_first
+        interp_centrelines(self._pt_columns, first, length, lanes.ravel(), np.ascontiguousarray(s).ravel(), out)
+        x, y, h = (v.reshape(lanes.shape) for v in out)
         d = np.asarray(d, float)
         return x - d * np.sin(h), y + d * np.cos(h), h
 

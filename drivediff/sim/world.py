@@ -42,27 +42,36 @@ _AHEAD_STEPS = 64  # steps of random numbers ``step`` draws ahead per world and 
 _AHEAD_ELEMENTS = 1_000_000  # bound on the numbers held ahead per stream kind (fewer steps for many worlds)
 
 
-# field name -> (packed array, row): writes without building a (B, N) view per field
-_FIELD_ROWS = {**{n: ("f", k) for k, n in enumerate(L.FLOAT_FIELDS)},
-               **{n: ("iv", k) for k, n in enumerate(L.INT_FIELDS)},
-               **{n: ("m", k) for k, n in enumerate(L.FLAG_FIELDS)}}
+def _column_rows(fields: Sequence[str]) -> tuple[np.ndarray, ...]:
+    """For placement columns named ``fields`` (``VEHICLE_FIELDS``): the state rows and column indices of the
+    float, integer and flag fields (``lane`` is written from its own integer array)."""
+    out = []
+    for names in (L.FLOAT_FIELDS, L.INT_FIELDS, L.FLAG_FIELDS):
+        pairs = [(names.index(f), k) for k, f in enumerate(fields) if f in names and f != "lane"]
+        out += [np.array([r for r, _ in pairs], dtype=np.int64), np.array([k for _, k in pairs], dtype=np.int64)]
+    if sum(len(a) for a in out[1::2]) != len(fields) - 1:
+        raise DrivediffError("placement fields without a state row: " + ", ".join(
+            f for f in fields if f not in L.FLOAT_FIELDS + L.INT_FIELDS + L.FLAG_FIELDS))
+    return tuple(out)
 
 
 class _Streams:
-    """Independent random streams of one world. The noise, arrival and packet-loss generators are built on
-    first use (from the same child seeds): most scenarios never draw from some of them, and building one
-    costs ~10 us on every reset."""
+    """Independent random streams of one world: the children of ``SeedSequence(seed)`` (placement, noise,
+    arrivals, packet loss, as ``spawn(4)`` would give them). Each child and its generator is built on first
+    use: most scenarios never draw from some of them, and building one costs ~10 us on every reset."""
 
     def __init__(self, seed: int):
-        ss = np.random.SeedSequence(seed)
-        init, *self._seeds = ss.spawn(4)
-        self.init = np.random.default_rng(init)
+        self._seed = seed
+        self.init = np.random.default_rng(self._child(0))
         self._gens: list[np.random.Generator | None] = [None, None, None]
+
+    def _child(self, k: int) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self._seed, spawn_key=(k,))
 
     def _gen(self, k: int) -> np.random.Generator:
         g = self._gens[k]
         if g is None:
-            g = self._gens[k] = np.random.default_rng(self._seeds[k])
+            g = self._gens[k] = np.random.default_rng(self._child(k + 1))
         return g
 
     @property
@@ -138,6 +147,7 @@ class World:
     def __init__(self, scenario="highway", num_worlds: int = 1, overrides: dict | None = None,
                  max_vehicles: int | None = None):
         from drivediff.scenarios import get_scenario  # the core uses scenarios only through the loader
+        from drivediff.scenarios.compiled import VEHICLE_FIELDS
 
         if not isinstance(num_worlds, int | np.integer) or num_worlds < 1:
             raise DrivediffError(f"num_worlds must be a positive integer, got {num_worlds!r}")
@@ -159,6 +169,8 @@ class World:
         self._streams: list[_Streams | None] = [None] * self.num_worlds
         self._seeds = np.full(self.num_worlds, -1, dtype=np.int64)
         self._zero_actions = np.zeros((self.num_worlds, self.max_vehicles, 2))
+        self._columns = _column_rows(VEHICLE_FIELDS)
+        self._s_d = VEHICLE_FIELDS.index("s"), VEHICLE_FIELDS.index("d")
         self._fresh = alloc_state(1, self.max_vehicles, len(self._profile), self.params.v2v_delay_steps)
         b, n, k = self.num_worlds, self.max_vehicles, self.num_inflows
         self._noise = _Ahead(b, (n,), lambda w, t: self._streams[w].noise.standard_normal((t, n)))
@@ -208,8 +220,7 @@ class World:
             streams = _Streams(int(s))
             self._streams[b] = streams
             self._seeds[b] = s
-            veh = self.scenario.sample(streams.init)
-            self._write_world(int(b), veh)
+            self._write_world(int(b), *self.scenario.sample_columns(streams.init))
         for ahead in (self._noise, self._spawn, self._loss):
             ahead.discard(idx)
         st.profile[idx] = self._profile[None, :]
@@ -229,32 +240,23 @@ class World:
             raise DrivediffError(f"seed must be one non-negative integer or one per reset world ({idx.size})")
         return seeds.astype(np.int64)
 
-    def _write_world(self, b: int, veh: dict[str, np.ndarray]) -> None:
+    def _write_world(self, b: int, cols: np.ndarray, lanes: np.ndarray, route: np.ndarray) -> None:
+        """Put the vehicles of ``CompiledScenario.sample_columns`` into world b's first slots."""
         st = self.state
-        n = len(veh["lane"])
+        n = lanes.shape[0]
         if n > self.max_vehicles:
             raise DrivediffError(f"the scenario placed {n} vehicles but the world has {self.max_vehicles} slots")
         for arr, new in zip(st.packed, self._fresh.packed, strict=True):
             arr[b] = new[0]
         st.next_vid[b] = n
-        packed = {"f": st.f, "iv": st.iv, "m": st.m}
-        for name, arr in veh.items():
-            if name in ("s", "d", "route"):
-                continue
-            where, k = _FIELD_ROWS[name]
-            packed[where][b, k, :n] = arr
-        x, y, yaw = np.zeros(n), np.zeros(n), np.zeros(n)
-        lanes = veh["lane"]
-        for ln in np.unique(lanes):  # one interpolation per lane, not per vehicle
-            on = lanes == ln
-            x[on], y[on], yaw[on] = self.road.position(int(ln), veh["s"][on], veh["d"][on])
-        st.x[b, :n] = x
-        st.y[b, :n] = y
-        st.yaw[b, :n] = yaw
-        st.s[b, :n] = veh["s"]
-        st.d[b, :n] = veh["d"]
-        st.target_lane[b, :n] = veh["lane"]
-        st.route[b, :n] = veh["route"]
+        f_rows, f_cols, i_rows, i_cols, m_rows, m_cols = self._columns
+        st.f[b, f_rows, :n] = cols[f_cols]
+        st.iv[b, i_rows, :n] = cols[i_cols]
+        st.m[b, m_rows, :n] = cols[m_cols] != 0.0
+        st.x[b, :n], st.y[b, :n], st.yaw[b, :n] = self.road.positions(lanes, cols[self._s_d[0]], cols[self._s_d[1]])
+        st.lane[b, :n] = lanes
+        st.target_lane[b, :n] = lanes
+        st.route[b, :n] = route
         st.valid[b, :n] = True
         st.vid[b, :n] = np.arange(n)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from drivediff.sim.jit import kernel
 from drivediff.sim.layout import L_DS, L_LEN, L_PT, P_H, P_X, P_Y
 
@@ -95,3 +97,22 @@ def wrap_angle(a):
     while a < -math.pi:
         a += 2.0 * math.pi
     return a
+
+
+@kernel(exact=True, nrt=True)
+def interp_centrelines(cols, first, lane_len, lanes, s, out):
+    """``np.interp`` of centreline columns at many lanes' arc lengths in one call, NumPy's numbers exactly.
+
+    Args:
+        cols: (4, P) s, x, y, heading of every centreline point (``Road._pt_columns``).
+        first: (num_lanes + 1,) index of each lane's first point in ``cols``.
+        lane_len: (num_lanes,) lane lengths; each ``s`` is clamped to its lane first.
+        lanes, s: (n,) lane and arc length of each point.
+        out: (3, n) x, y, heading.
+    """
+    for i in range(lanes.shape[0]):
+        ln = lanes[i]
+        lo, hi = first[ln], first[ln + 1]
+        si = min(max(s[i], 0.0), lane_len[ln])
+        for r in range(3):
+            out[r, i] = np.interp(si, cols[0, lo:hi], cols[r + 1, lo:hi])
