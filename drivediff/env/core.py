@@ -27,6 +27,8 @@ from drivediff.env.kernels import (
     MODE_STEP,
     NO_EVENT,
     apply_meta,
+    step_envs,
+    step_envs_serial,
     update_worlds,
     update_worlds_serial,
     write_continuous,
@@ -153,6 +155,9 @@ class EnvCore:
             raise DrivediffError("record_log records one world: use it with parallel_env / gymnasium, not a "
                                  f"VectorEnv of {b} worlds")
         self._log: list[dict] = []  # record_log: the steps of the current episode, (1, T, N) chunks
+        # one kernel per step, unless recording or World.run would split the action repeat into chunks
+        self._fused = not config.record_log and config.action_repeat <= self.world.steps_per_chunk
+        self._no_meta = np.zeros((0, a), dtype=np.int64)
 
     # ------------------------------------------------------------------------------------------- reset
     def reset(self, seed=None, worlds=None) -> None:
@@ -210,6 +215,9 @@ class EnvCore:
         """
         if not self._is_reset:
             raise DrivediffError("call reset() before step()")
+        if self._fused:
+            self._step_fused(actions)
+            return
         self._apply(actions)
         acts = None if self.discrete else self._acts
         with _serial(self._small):
@@ -225,6 +233,27 @@ class EnvCore:
         self.alive &= ~self.terminated
         self.truncated = self.alive & (self.steps >= self.max_steps)[:, None]
         self.alive &= ~self.truncated
+
+    def _step_fused(self, actions) -> None:
+        """``step`` as one kernel call (``kernels.step_envs``): the same numbers as applying the actions,
+        running the world and updating the agents one after the other."""
+        w = self.world
+        if self.discrete:
+            meta, acts = self.check_discrete(actions), w._zero_actions
+        else:
+            u = self.check_continuous(actions)
+            lo, hi = self.config.accel_range
+            dlo, dhi = self.config.steer_range
+            write_continuous(u, self.slots, self.alive, float(lo), float(hi), float(dlo), float(dhi), self._acts)
+            meta, acts = self._no_meta, self._acts
+        repeat = self.config.action_repeat
+        noise, spawn, loss = w._draw(1, None) if repeat == 1 else w._draw(repeat)  # as World.step / World.run
+        kernel = step_envs_serial if self._small else step_envs
+        kernel(self.road.arrays, w.state.packed, w.scratch, w.params, w.inflow, acts, noise, spawn, loss, repeat, meta,
+               self.target_speeds, self.slots, self.alive, self._rem0, self._prev_acc, self.obs_params,
+               self.reward_params, self.config.offroad_terminal, self.obs, self.terms, self.rewards, self.event,
+               self._kd, self._kj, self.config.remove_departed, self.steps, self.max_steps, self.terminated,
+               self.truncated)
 
     def episode_log(self, meta: dict | None = None):
         """The current episode (``record_log``) as an :class:`~drivediff.sim.log.EpisodeLog`."""

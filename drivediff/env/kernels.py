@@ -7,7 +7,10 @@ Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates the
 * :func:`apply_meta`: highway-env meta-actions into the agents' target lanes and speeds;
 * :func:`update_worlds`: per agent, the event of this step (collision, off-road, arrival), the reward
   terms and the observation, and optionally the removal of the vehicles of agents that crashed or went
-  off-road; one ``prange`` over worlds.
+  off-road; one ``prange`` over worlds;
+* :func:`step_envs`: a whole environment step (meta-actions, simulation steps, ``update_worlds``' work and
+  the agents' terminated / truncated / alive status) world by world in one ``prange``: one parallel region
+  per step instead of two, and each world's arrays are observed while still in cache.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numba
 from drivediff.env.observation import observe_agent, remaining_distance, zero_row
 from drivediff.env.rewards import COLLISION, GOAL, OFFROAD, rate_terms, weighted
 from drivediff.sim.jit import kernel
-from drivediff.sim.kernels.step import refresh_world, remove_vehicle
+from drivediff.sim.kernels.step import refresh_world, remove_vehicle, step_world
 from drivediff.sim.layout import (
     ACCEL,
     COLLIDED,
@@ -70,29 +73,34 @@ def speed_index(speeds, v):
     return min(max(int(round(x * (n - 1))), 0), n - 1)
 
 
+@kernel(inline=True)
+def _apply_meta_world(road, f, iv, act, slots, alive, speeds, b):
+    n = speeds.shape[0]
+    for a in range(act.shape[1]):
+        if not alive[b, a]:
+            continue
+        i = slots[b, a]
+        k = act[b, a]
+        tl = iv[b, TARGET_LANE, i]
+        if tl < 0:
+            tl = iv[b, LANE, i]
+        if k == LANE_LEFT or k == LANE_RIGHT:
+            nb = road.lane_i[tl, L_LEFT] if k == LANE_LEFT else road.lane_i[tl, L_RIGHT]
+            ok = road.lane_i[tl, L_LC_LEFT] if k == LANE_LEFT else road.lane_i[tl, L_LC_RIGHT]
+            if nb >= 0 and ok != 0:
+                iv[b, TARGET_LANE, i] = nb
+        elif k == FASTER or k == SLOWER:
+            q = speed_index(speeds, f[b, SPEED, i]) + (1 if k == FASTER else -1)
+            f[b, TARGET_SPEED, i] = speeds[min(max(q, 0), n - 1)]
+
+
 @kernel
 def apply_meta(road, f, iv, act, slots, alive, speeds):
     """highway-env meta-actions (B, A) of the agents: lane changes retarget the lane tracked by the
     simulator (when the neighbour exists and the marking allows it); FASTER / SLOWER move the target
     speed one step from the speed nearest to the current one; IDLE keeps both."""
-    n = speeds.shape[0]
     for b in range(act.shape[0]):
-        for a in range(act.shape[1]):
-            if not alive[b, a]:
-                continue
-            i = slots[b, a]
-            k = act[b, a]
-            tl = iv[b, TARGET_LANE, i]
-            if tl < 0:
-                tl = iv[b, LANE, i]
-            if k == LANE_LEFT or k == LANE_RIGHT:
-                nb = road.lane_i[tl, L_LEFT] if k == LANE_LEFT else road.lane_i[tl, L_RIGHT]
-                ok = road.lane_i[tl, L_LC_LEFT] if k == LANE_LEFT else road.lane_i[tl, L_LC_RIGHT]
-                if nb >= 0 and ok != 0:
-                    iv[b, TARGET_LANE, i] = nb
-            elif k == FASTER or k == SLOWER:
-                q = speed_index(speeds, f[b, SPEED, i]) + (1 if k == FASTER else -1)
-                f[b, TARGET_SPEED, i] = speeds[min(max(q, 0), n - 1)]
+        _apply_meta_world(road, f, iv, act, slots, alive, speeds, b)
 
 
 @kernel
@@ -183,3 +191,58 @@ def update_worlds_serial(road, f, iv, m, route, slots, alive, rem0, prev_acc, op
         if which[b]:
             _update_world(road, f, iv, m, route, slots, alive, rem0, prev_acc, op, rp, mode, offroad_terminal,
                           obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
+
+
+@kernel
+def _step_env_world(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+                    alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps,
+                    max_steps, terminated, truncated, b):
+    """One environment step of world b: its agents' meta-actions (``meta``; none when it has no rows),
+    ``num_steps`` simulation steps, then events, rewards, observations and the agents' status, while the
+    world's arrays are still in cache. The same numbers as ``apply_meta``, ``step_worlds`` and
+    ``update_worlds`` called one after the other over all worlds (worlds are independent)."""
+    if meta.shape[0] > 0:
+        _apply_meta_world(road, st[0], st[1], meta, slots, alive, speeds, b)
+    for t in range(num_steps):
+        step_world(road, st, sc, sp, inflow, b, actions[b], noise[b, t], spawn_u[b, t], loss_u[b, t])
+    steps[b] += 1
+    _update_world(road, st[0], st[1], st[2], st[3], slots, alive, rem0, prev_acc, op, rp, MODE_STEP,
+                  offroad_terminal, obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
+    for a in range(slots.shape[1]):
+        term = event[b, a] != NO_EVENT
+        live = alive[b, a] and not term
+        trunc = live and steps[b] >= max_steps
+        terminated[b, a] = term
+        truncated[b, a] = trunc
+        alive[b, a] = live and not trunc
+
+
+@kernel(parallel=True)
+def step_envs(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots, alive,
+              rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps, max_steps,
+              terminated, truncated):
+    """One environment step of every world in one parallel region (``_step_env_world``).
+
+    Args:
+        road, st, sc, sp, inflow: the World's RoadArrays, packed state, Scratch, SimParams and Inflow.
+        actions (B, N, 2), noise, spawn_u, loss_u: as ``step_worlds`` (``num_steps`` steps drawn).
+        meta: (B, A) int64 meta-actions, or (0, A) for continuous actions (already in ``actions``).
+        speeds: the meta-actions' target speeds. slots ... remove: as ``update_worlds``.
+        steps: (B,) environment steps since reset (incremented); max_steps: truncation.
+        terminated, truncated: (B, A) bool outputs; alive: (B, A) updated.
+    """
+    for b in numba.prange(slots.shape[0]):
+        _step_env_world(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+                        alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove,
+                        steps, max_steps, terminated, truncated, b)
+
+
+@kernel
+def step_envs_serial(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+                     alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps,
+                     max_steps, terminated, truncated):
+    """``step_envs`` on the calling thread (one or two worlds)."""
+    for b in range(slots.shape[0]):
+        _step_env_world(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+                        alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove,
+                        steps, max_steps, terminated, truncated, b)

@@ -200,6 +200,13 @@ class World:
     def seeds(self) -> np.ndarray:
         return self._seeds.copy()
 
+    @property
+    def steps_per_chunk(self) -> int:
+        """Steps ``run`` simulates per kernel call (it draws their random inputs at once, up to
+        ``_CHUNK_ELEMENTS`` numbers)."""
+        per_step = self.num_worlds * max(1, self.max_vehicles, self.num_inflows * NUM_SPAWN_RANDOMS)
+        return max(1, min(_CHUNK_ELEMENTS // per_step, 2048))
+
     def _has_noise(self) -> bool:
         return bool(np.any(self.state.noise > 0))
 
@@ -327,8 +334,7 @@ class World:
         if not isinstance(num_steps, int | np.integer) or num_steps < 0:
             raise DrivediffError(f"num_steps must be a non-negative integer, got {num_steps!r}")
         acts = self._zero_actions if actions is None else self.check_actions(actions)
-        per_step = self.num_worlds * max(1, self.max_vehicles, self.num_inflows * NUM_SPAWN_RANDOMS)
-        chunk = max(1, min(num_steps, _CHUNK_ELEMENTS // per_step, 2048))
+        chunk = max(1, min(num_steps, self.steps_per_chunk))
         parts = []
         t0 = int(self.state.step[0])
         done = 0

@@ -168,3 +168,35 @@ def test_departed_vehicles_stay_with_remove_departed_off():
             assert not info["alive"][b, a]
             kept += 1
     assert kept > 0
+
+
+@pytest.mark.parametrize("scenario, worlds, repeat, action_type", [
+    ("intersection", 6, 10, "discrete"),  # highway-env's 1 s period
+    ("merge", 5, 1, "continuous"),
+    ("roundabout", 2, 3, "continuous"),  # two worlds: the kernel without a parallel region
+])
+def test_one_kernel_step_equals_the_step_by_step_path(scenario, worlds, repeat, action_type):
+    """``EnvCore`` steps in one kernel (actions, simulation, observations, status); the path it replaced
+    (still used to record episodes) applies the actions, runs the World and updates the agents in turn.
+    Both give the same arrays, step for step, across auto-resets."""
+    envs = []
+    for fused in (True, False):
+        v = VectorEnv(scenario, num_worlds=worlds, num_agents=2, action_type=action_type, action_repeat=repeat,
+                      max_steps=40)
+        v.core._fused = fused
+        v.reset(seed=31)
+        envs.append(v)
+    assert envs[0].core._fused and not envs[1].core._fused
+    rng = np.random.default_rng(1)
+    resets = 0
+    for _ in range(70):
+        acts = rng.integers(0, 5, (worlds, 2)) if action_type == "discrete" else rng.uniform(-1, 1, (worlds, 2, 2))
+        a, b = (v.step(acts) for v in envs)
+        for x, y in zip(a[:4], b[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        for key in ("alive", "event", "reward_terms"):
+            np.testing.assert_array_equal(a[4][key], b[4][key])
+        resets += int(a[4]["_final_obs"].sum())
+        for x, y in zip(envs[0].world.state.packed, envs[1].world.state.packed, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert resets > 0
