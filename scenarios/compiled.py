@@ -285,6 +285,10 @@ class CompiledScenario:
             lanes = self._spawn_lanes(cfg.spawn, f"{name}.spawn") if cfg.count else []
             if cfg.count and not lanes:
                 raise ScenarioError(f"{self.source}: {name}.spawn: no spawn lanes to place {cfg.count} vehicles on")
+            spans = [sl.s_hi - sl.s_lo for sl in lanes]
+            if cfg.count and (min(spans) < 0.0 or sum(spans) <= 0.0):
+                raise ScenarioError(f"{self.source}: {name}.spawn: the spawn lanes leave no room to place vehicles "
+                                    f"(spans {', '.join(f'{x:.1f}' for x in spans)} m): the road is too short")
             idm = cfg.idm
             v0 = idm.desired_speed or (0.0, 0.0)
             kf[k, [P.SPEED_LO, P.SPEED_HI, P.V0_LO, P.V0_HI, P.DELTA_LO, P.DELTA_HI]] = [*cfg.speed, *v0, *idm.delta]
@@ -318,9 +322,15 @@ class CompiledScenario:
                           np.array(sp_cdf, dtype=np.float64), int(traffic.count),
                           np.array([len(o) for o in opts], dtype=np.int64), const, routes, first)
 
+    @property
+    def vehicle_fields(self) -> tuple[str, ...]:
+        """Names of the rows of ``sample_columns`` (``VEHICLE_FIELDS``)."""
+        return VEHICLE_FIELDS
+
     def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Initial vehicles: controlled ones first (slots 0..A-1), then explicit, then traffic. A dict of
-        (n,) arrays, one per ``VEHICLE_FIELDS`` name, and ``route`` (n, ROUTE_LEN)."""
+        (n,) arrays, one per ``VEHICLE_FIELDS`` name, and ``route`` (n, ROUTE_LEN); ``sample_columns`` in
+        another form."""
         cols, lanes, route = self.sample_columns(rng)
         out = {f: cols[k] if f not in _FIELD_DTYPES else cols[k].astype(_FIELD_DTYPES[f])
                for k, f in enumerate(VEHICLE_FIELDS)}
@@ -329,16 +339,16 @@ class CompiledScenario:
         return out
 
     def sample_columns(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``sample`` as (len(VEHICLE_FIELDS), n) float64 columns (the ``lane`` row unused), lanes (n,) and
-        routes (n, ROUTE_LEN): what ``World.reset`` writes.
+        """``sample`` as (len(VEHICLE_FIELDS), n) float64 columns, lanes (n,) and routes (n, ROUTE_LEN): what
+        ``World.reset`` writes (it calls this, not ``sample``). The ``lane`` row of the columns is not kept
+        up to date: the lanes are the second array.
 
         The explicit vehicles are placed here in Python, the controlled and traffic blocks by the compiled
         ``placement.place_generated`` (the same draws from ``rng``, in the same order)."""
         c = self.config
-        g = self._generated
         veh = _Vehicles()
         n_exp = len(c.vehicles)
-        n = g.kinds.size
+        n = c.controlled.count + c.traffic.count
         occ_lane = np.empty(n_exp + n, dtype=np.int64)
         occ_s = np.empty(n_exp + n)
         occ_half = np.empty(n_exp + n)
@@ -348,6 +358,7 @@ class CompiledScenario:
             for k, v in enumerate(explicit):
                 lane = self._place_explicit(rng, v, k, veh, lc_period)
                 occ_lane[k], occ_s[k], occ_half[k] = lane, v.s, 0.5 * v.size.length
+        g = self._generated  # after the explicit vehicles: their errors are reported first, as they are placed
         out_f, out_i = P.empty_outputs(n)
         code, r, value, limit = P.place_generated(rng, g.kinds, g.kf, g.ki, g.sp_lane, g.sp_lo, g.sp_hi, g.sp_cdf,
                                                   g.even_count, g.n_routes, occ_lane, occ_s, occ_half, n_exp,

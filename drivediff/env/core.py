@@ -155,9 +155,11 @@ class EnvCore:
             raise DrivediffError("record_log records one world: use it with parallel_env / gymnasium, not a "
                                  f"VectorEnv of {b} worlds")
         self._log: list[dict] = []  # record_log: the steps of the current episode, (1, T, N) chunks
-        # one kernel per step, unless recording or World.run would split the action repeat into chunks
+        # one kernel per step (step_envs), unless recording or World.run would split the action repeat into
+        # chunks: then the actions, the world and the agents are stepped one after the other
         self._fused = not config.record_log and config.action_repeat <= self.world.steps_per_chunk
-        self._no_meta = np.zeros((0, a), dtype=np.int64)
+        self._no_meta = np.zeros((0, a), dtype=np.int64)  # continuous: no meta-actions
+        self._no_acts = np.zeros_like(self._acts)  # discrete: EXTERNAL vehicles (none are agents) get zeros
 
     # ------------------------------------------------------------------------------------------- reset
     def reset(self, seed=None, worlds=None) -> None:
@@ -239,15 +241,12 @@ class EnvCore:
         running the world and updating the agents one after the other."""
         w = self.world
         if self.discrete:
-            meta, acts = self.check_discrete(actions), w._zero_actions
+            meta, acts = self.check_discrete(actions), self._no_acts
         else:
-            u = self.check_continuous(actions)
-            lo, hi = self.config.accel_range
-            dlo, dhi = self.config.steer_range
-            write_continuous(u, self.slots, self.alive, float(lo), float(hi), float(dlo), float(dhi), self._acts)
+            self._write_continuous(actions)
             meta, acts = self._no_meta, self._acts
         repeat = self.config.action_repeat
-        noise, spawn, loss = w._draw(1, None) if repeat == 1 else w._draw(repeat)  # as World.step / World.run
+        noise, spawn, loss = w.step_inputs(repeat)
         kernel = step_envs_serial if self._small else step_envs
         kernel(self.road.arrays, w.state.packed, w.scratch, w.params, w.inflow, acts, noise, spawn, loss, repeat, meta,
                self.target_speeds, self.slots, self.alive, self._rem0, self._prev_acc, self.obs_params,
@@ -297,10 +296,14 @@ class EnvCore:
             st = self.world.state
             apply_meta(self.road.arrays, st.f, st.iv, act, self.slots, self.alive, self.target_speeds)
         else:
-            u = self.check_continuous(actions)
-            lo, hi = self.config.accel_range
-            dlo, dhi = self.config.steer_range
-            write_continuous(u, self.slots, self.alive, float(lo), float(hi), float(dlo), float(dhi), self._acts)
+            self._write_continuous(actions)
+
+    def _write_continuous(self, actions) -> None:
+        """Validated normalised actions into the agents' slots of the (B, N, 2) action buffer."""
+        u = self.check_continuous(actions)
+        lo, hi = self.config.accel_range
+        dlo, dhi = self.config.steer_range
+        write_continuous(u, self.slots, self.alive, float(lo), float(hi), float(dlo), float(dhi), self._acts)
 
     def check_continuous(self, actions) -> np.ndarray:
         """(B, A, 2) float64 actions; raises ActionError on a wrong shape or a non-finite live agent's action."""

@@ -10,7 +10,8 @@ Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates the
   off-road; one ``prange`` over worlds;
 * :func:`step_envs`: a whole environment step (meta-actions, simulation steps, ``update_worlds``' work and
   the agents' terminated / truncated / alive status) world by world in one ``prange``: one parallel region
-  per step instead of two, and each world's arrays are observed while still in cache.
+  per step instead of two, and each world's arrays are observed while still in cache
+  (:func:`step_envs_serial`: the same on the calling thread, for one or two worlds).
 """
 
 from __future__ import annotations
@@ -222,6 +223,10 @@ def step_envs(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_ste
               rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps, max_steps,
               terminated, truncated):
     """One environment step of every world in one parallel region (``_step_env_world``).
+
+    It compiles the whole simulation step (``kernels.step.step_world``) into this file's cache entry:
+    after editing a simulator kernel, clear Numba's cache (``make clean-cache``), or environments would
+    keep stepping the old simulation while ``World.step`` runs the new one.
 
     Args:
         road, st, sc, sp, inflow: the World's RoadArrays, packed state, Scratch, SimParams and Inflow.

@@ -29,11 +29,13 @@ def kernel(fn=None, *, parallel: bool = False, inline: bool = False, nrt: bool =
 
     Rule: an NRT-free kernel may take arrays but must not return arrays (or tuples holding them) to a
     kernel compiled with NRT: the NRT caller would release references it never took (a double free).
-    ``tests/sim/test_jit.py`` checks the entry points against this.
+    ``tests/sim/test_world.py::test_no_reference_leaks_across_many_calls`` and its environment twin in
+    ``tests/env/test_vector.py`` check the entry points against this.
 
     ``exact=True`` compiles without fastmath, for kernels that must give NumPy's numbers to the last bit
     (reset placement and positions, which replaced NumPy code: a fused multiply-add moves a result by an
-    ulp, and a seed would no longer give the same scene).
+    ulp, and a seed would no longer give the same scene). It applies to the kernel's own code and to helpers
+    inlined into it, not to out-of-line ``@kernel`` helpers it calls, which keep the fastmath policy.
     """
 
     def wrap(f):

@@ -453,6 +453,8 @@ class Road:
         from drivediff.sim.kernels.frenet import interp_centrelines
 
         lanes = np.asarray(lanes, dtype=np.int64)
+        if lanes.size and (lanes.min() < 0 or lanes.max() >= self.num_lanes):
+            raise IndexError(f"lane indices must be in [0, {self.num_lanes}); got {lanes.min()}..{lanes.max()}")
         s = np.broadcast_to(np.asarray(s, float), lanes.shape)
         out = np.empty((3, lanes.size))
         first, length = self._pt_first

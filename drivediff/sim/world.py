@@ -147,7 +147,6 @@ class World:
     def __init__(self, scenario="highway", num_worlds: int = 1, overrides: dict | None = None,
                  max_vehicles: int | None = None):
         from drivediff.scenarios import get_scenario  # the core uses scenarios only through the loader
-        from drivediff.scenarios.compiled import VEHICLE_FIELDS
 
         if not isinstance(num_worlds, int | np.integer) or num_worlds < 1:
             raise DrivediffError(f"num_worlds must be a positive integer, got {num_worlds!r}")
@@ -169,8 +168,9 @@ class World:
         self._streams: list[_Streams | None] = [None] * self.num_worlds
         self._seeds = np.full(self.num_worlds, -1, dtype=np.int64)
         self._zero_actions = np.zeros((self.num_worlds, self.max_vehicles, 2))
-        self._columns = _column_rows(VEHICLE_FIELDS)
-        self._s_d = VEHICLE_FIELDS.index("s"), VEHICLE_FIELDS.index("d")
+        fields = self.scenario.vehicle_fields
+        self._columns = _column_rows(fields)
+        self._s_d = fields.index("s"), fields.index("d")
         self._fresh = alloc_state(1, self.max_vehicles, len(self._profile), self.params.v2v_delay_steps)
         b, n, k = self.num_worlds, self.max_vehicles, self.num_inflows
         self._noise = _Ahead(b, (n,), lambda w, t: self._streams[w].noise.standard_normal((t, n)))
@@ -268,6 +268,14 @@ class World:
         st.vid[b, :n] = np.arange(n)
 
     # ---------------------------------------------------------------------------------------- randomness
+    def step_inputs(self, num_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The random inputs (noise, arrivals, packet loss) of the next ``num_steps`` steps of every world,
+        drawn as ``step`` (one step) or one chunk of ``run`` would draw them; for callers that run
+        ``kernels.step.step_world`` themselves. ``num_steps`` must not exceed ``steps_per_chunk``."""
+        if not 1 <= num_steps <= self.steps_per_chunk:
+            raise DrivediffError(f"num_steps must be in [1, {self.steps_per_chunk}], got {num_steps}")
+        return self._draw(1, None) if num_steps == 1 else self._draw(num_steps)
+
     def _draw(self, t: int, active: np.ndarray | None = None):
         """Random inputs for ``t`` steps: noise (B, t, N|0), arrivals (B, t, K, 6), packet loss (B, t, N|0).
         Worlds not in ``active`` (one step only) take nothing, so their streams stay where they are."""

@@ -174,6 +174,8 @@ def test_departed_vehicles_stay_with_remove_departed_off():
     ("intersection", 6, 10, "discrete"),  # highway-env's 1 s period
     ("merge", 5, 1, "continuous"),
     ("roundabout", 2, 3, "continuous"),  # two worlds: the kernel without a parallel region
+    ("highway", 2, 5, "discrete"),  # meta-actions on the serial kernel (PettingZoo / Gymnasium at 1 s)
+    ("ring", 4, 1, "continuous"),  # acceleration noise: drawn ahead per world in both paths
 ])
 def test_one_kernel_step_equals_the_step_by_step_path(scenario, worlds, repeat, action_type):
     """``EnvCore`` steps in one kernel (actions, simulation, observations, status); the path it replaced
@@ -200,3 +202,33 @@ def test_one_kernel_step_equals_the_step_by_step_path(scenario, worlds, repeat, 
         for x, y in zip(envs[0].world.state.packed, envs[1].world.state.packed, strict=True):
             np.testing.assert_array_equal(x, y)
     assert resets > 0
+
+
+def test_which_step_path_an_environment_takes():
+    """One kernel per step, except when recording the episode or when World.run would draw an action
+    repeat in several chunks (then the step-by-step path, with the same numbers)."""
+    assert VectorEnv("merge", num_worlds=3).core._fused
+    assert not parallel_env(scenario="merge", record_log=True).core._fused
+    v = VectorEnv("intersection", num_worlds=2, num_agents=2, action_type="discrete", action_repeat=10)
+    repeat = v.world.steps_per_chunk + 1
+    long = VectorEnv("intersection", num_worlds=2, num_agents=2, action_type="discrete", action_repeat=repeat)
+    assert v.core._fused and not long.core._fused
+    long.core.reset(seed=3)  # the core: no auto-reset after this long step
+    long.core.step(np.ones((2, 2), dtype=np.int64))
+    assert (long.world.state.step == repeat).all() and (long.core.steps == 1).all()
+
+
+def test_one_kernel_step_leaks_no_references():
+    """``step_envs`` (NRT parallel entry point) calls NRT-free kernels: the state arrays' Python reference
+    counts must not drift over many steps and auto-resets (the World-level twin is in tests/sim)."""
+    import sys
+
+    v = VectorEnv("intersection", num_worlds=4, num_agents=4, action_type="discrete", max_steps=15)
+    v.reset(seed=0)
+    core = v.core
+    arrays = core.world.state.packed + tuple(core.world.scratch) + (core.obs, core.alive, core.slots, core.steps)
+    before = [sys.getrefcount(a) for a in arrays]
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        v.step(rng.integers(0, 5, (4, 4)))
+    assert [sys.getrefcount(a) for a in arrays] == before

@@ -165,6 +165,32 @@ def test_placement_errors_name_the_problem():
     dense = {"traffic": {"placement": "random", "count": 60}, "road": {"length": 300, "lanes": 1}}
     with pytest.raises(ScenarioError, match="could not place the traffic vehicles with safe gaps after 400"):
         get_scenario(load_scenario("highway", overrides=dense))
+    dense_ctrl = {"traffic": {"placement": "random", "count": 0}, "controlled": {"count": 40},
+                  "road": {"length": 300, "lanes": 1}}
+    with pytest.raises(ScenarioError, match="could not place the controlled vehicles with safe gaps"):
+        get_scenario(load_scenario("highway", overrides=dense_ctrl))
+    with pytest.raises(ScenarioError, match=r"traffic.spawn: no spawn lanes to place 5 vehicles"):
+        get_scenario(load_scenario("merge", overrides={"traffic": {"spawn": [], "count": 5}}))
+    for length in (55, 60):  # the highway's spawn lanes run from 10 m to 50 m before the end: none left
+        with pytest.raises(ScenarioError, match="the spawn lanes leave no room to place vehicles"):
+            get_scenario(load_scenario("highway", overrides={"road": {"length": length}}))
+
+
+def test_explicit_vehicle_errors_come_first():
+    """A bad explicit vehicle is reported before problems of the generated blocks, in placement order."""
+    bad = {"vehicles": [{"lane": "nowhere", "s": 10.0}], "traffic": {"spawn": ["nowhere"]}}
+    with pytest.raises(ScenarioError, match=r"vehicles\[0\]: no lane named 'nowhere'"):
+        get_scenario(load_scenario("highway", overrides=bad))
+
+
+def test_world_streams_are_the_seed_sequence_children():
+    """A world's placement, noise, arrival and packet-loss generators are ``SeedSequence(seed).spawn(4)``'s
+    children, built on first use."""
+    for seed in (0, 17, 2**40 + 3):
+        st = _Streams(seed)
+        kids = np.random.SeedSequence(seed).spawn(4)
+        for gen, kid in zip((st.init, st.noise, st.spawn, st.loss), kids, strict=True):
+            assert gen.random(4).tolist() == np.random.default_rng(kid).random(4).tolist()
 
 
 def test_positions_equal_numpy_interp():
@@ -185,6 +211,9 @@ def test_positions_equal_numpy_interp():
         assert (x[i], y[i], h[i]) == (hx - d[i] * np.sin(hh), hy + d[i] * np.cos(hh), hh)
     xs, ys, hs = road.position(2, s[:5], 0.0)  # one lane, the single-lane form
     assert (xs == road.positions(np.full(5, 2), s[:5])[0]).all() and np.shape(road.position(2, 7.0)[0]) == ()
+    for bad in (-1, road.num_lanes):
+        with pytest.raises(IndexError, match="lane indices must be in"):
+            road.positions(np.array([0, bad]), np.zeros(2))
 
 
 def test_reset_writes_the_sampled_vehicles():
@@ -200,5 +229,7 @@ def test_reset_writes_the_sampled_vehicles():
         np.testing.assert_array_equal(st.route[b, :n], veh["route"])
         x, y, h = w.road.positions(veh["lane"], veh["s"], veh["d"])
         np.testing.assert_array_equal(st.x[b, :n], x)
+        np.testing.assert_array_equal(st.y[b, :n], y)
         np.testing.assert_array_equal(st.yaw[b, :n], h)
+        np.testing.assert_array_equal(st.target_lane[b, :n], veh["lane"])
         assert st.valid[b, :n].all() and not st.valid[b, n:].any()
