@@ -47,22 +47,15 @@ class _Vehicles:
         self.rows.append(row)
         self.routes.append(route)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows as ``sample_columns`` stacks them: (n, len(VEHICLE_FIELDS)) float64, lanes (n,), routes
+        (n, ROUTE_LEN)."""
         n = len(self.rows)
-        out = {}
-        for k in VEHICLE_FIELDS:
-            vals = [r[k] for r in self.rows]
-            if k in ("lane", "behavior", "lc_force_dir"):
-                out[k] = np.array(vals, dtype=np.int64).reshape(n)
-            elif k == "controlled":
-                out[k] = np.array(vals, dtype=np.bool_).reshape(n)
-            else:
-                out[k] = np.array(vals, dtype=np.float64).reshape(n)
+        tab = np.array([[float(r[k]) for k in VEHICLE_FIELDS] for r in self.rows]).reshape(n, len(VEHICLE_FIELDS))
         route = np.full((n, ROUTE_LEN), -1, dtype=np.int64)
         for i, r in enumerate(self.routes):
             route[i, :len(r)] = r[:ROUTE_LEN]
-        out["route"] = route
-        return out
+        return tab, np.array([r["lane"] for r in self.rows], dtype=np.int64), route
 
 
 def _draw(rng: np.random.Generator, rng_pair: tuple[float, float]) -> float:
@@ -377,10 +370,10 @@ class CompiledScenario:
         lanes, opt = out_i[:, 0], out_i[:, 1]
         route = g.routes[np.where(opt >= 0, g.first[lanes] + opt, -1)]
         if n_exp:
-            exp = veh.arrays()
-            tab = np.concatenate([np.array([exp[f] for f in VEHICLE_FIELDS], dtype=np.float64).T, tab])
-            lanes = np.concatenate([exp["lane"], lanes])
-            route = np.concatenate([exp["route"], route])
+            exp_tab, exp_lanes, exp_route = veh.table()
+            tab = np.concatenate([exp_tab, tab])
+            lanes = np.concatenate([exp_lanes, lanes])
+            route = np.concatenate([exp_route, route])
         order = np.argsort(tab[:, _CONTROLLED] == 0.0, kind="stable")  # controlled first, otherwise as placed
         return np.ascontiguousarray(tab[order].T), lanes[order], route[order]
 
