@@ -37,6 +37,7 @@ from drivediff.env.observation import ObservationLayout, obs_dim, obs_params
 from drivediff.env.rewards import TERMS, reward_params
 from drivediff.errors import ActionError, DrivediffError
 from drivediff.sim import Behavior, World
+from drivediff.sim.kernels.step import chunk_count
 
 __all__ = ["EnvCore", "default_target_speeds", "resolve_agents"]
 
@@ -252,7 +253,7 @@ class EnvCore:
                self.target_speeds, self.slots, self.alive, self._rem0, self._prev_acc, self.obs_params,
                self.reward_params, self.config.offroad_terminal, self.obs, self.terms, self.rewards, self.event,
                self._kd, self._kj, self.config.remove_departed, self.steps, self.max_steps, self.terminated,
-               self.truncated)
+               self.truncated, self._all, chunk_count(self.num_worlds))
 
     def episode_log(self, meta: dict | None = None):
         """The current episode (``record_log``) as an :class:`~drivediff.sim.log.EpisodeLog`."""

@@ -9,8 +9,8 @@ Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates the
   terms and the observation, and optionally the removal of the vehicles of agents that crashed or went
   off-road; one ``prange`` over worlds;
 * :func:`step_envs`: a whole environment step (meta-actions, simulation steps, ``update_worlds``' work and
-  the agents' terminated / truncated / alive status) world by world in one ``prange``: one parallel region
-  per step instead of two, and each world's arrays are observed while still in cache
+  the agents' terminated / truncated / alive status) in one ``prange`` over chunks of worlds: one parallel
+  region per step instead of two, and each chunk's arrays are observed while still in cache
   (:func:`step_envs_serial`: the same on the calling thread, for one or two worlds).
 """
 
@@ -21,7 +21,7 @@ import numba
 from drivediff.env.observation import observe_agent, remaining_distance, zero_row
 from drivediff.env.rewards import COLLISION, GOAL, OFFROAD, rate_terms, weighted
 from drivediff.sim.jit import kernel
-from drivediff.sim.kernels.step import refresh_world, remove_vehicle, step_world
+from drivediff.sim.kernels.step import chunk_bounds, refresh_world, remove_vehicle, step_chunk
 from drivediff.sim.layout import (
     ACCEL,
     COLLIDED,
@@ -195,36 +195,40 @@ def update_worlds_serial(road, f, iv, m, route, slots, alive, rem0, prev_acc, op
 
 
 @kernel
-def _step_env_world(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+def _step_env_chunk(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
                     alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps,
-                    max_steps, terminated, truncated, b):
-    """One environment step of world b: its agents' meta-actions (``meta``; none when it has no rows),
-    ``num_steps`` simulation steps, then events, rewards, observations and the agents' status, while the
-    world's arrays are still in cache. The same numbers as ``apply_meta``, ``step_worlds`` and
-    ``update_worlds`` called one after the other over all worlds (worlds are independent)."""
+                    max_steps, terminated, truncated, active, lo, hi):
+    """One environment step of worlds ``lo..hi-1``: their agents' meta-actions (``meta``; none when it has
+    no rows), ``num_steps`` simulation steps (``kernels.step.step_chunk``, phase by phase over the chunk),
+    then each world's events, rewards, observations and agents' status while the chunk's arrays are still
+    in cache. The same numbers as ``apply_meta``, ``step_worlds`` and ``update_worlds`` called one after
+    the other over all worlds (worlds are independent); ``active``: (B,) all True."""
     if meta.shape[0] > 0:
-        _apply_meta_world(road, st[0], st[1], meta, slots, alive, speeds, b)
+        for b in range(lo, hi):
+            _apply_meta_world(road, st[0], st[1], meta, slots, alive, speeds, b)
     for t in range(num_steps):
-        step_world(road, st, sc, sp, inflow, b, actions[b], noise[b, t], spawn_u[b, t], loss_u[b, t])
-    steps[b] += 1
-    _update_world(road, st[0], st[1], st[2], st[3], slots, alive, rem0, prev_acc, op, rp, MODE_STEP,
-                  offroad_terminal, obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
-    for a in range(slots.shape[1]):
-        term = event[b, a] != NO_EVENT
-        live = alive[b, a] and not term
-        trunc = live and steps[b] >= max_steps
-        terminated[b, a] = term
-        truncated[b, a] = trunc
-        alive[b, a] = live and not trunc
+        step_chunk(road, st, sc, sp, inflow, lo, hi, active, actions, noise, spawn_u, loss_u, t)
+    for b in range(lo, hi):
+        steps[b] += 1
+        _update_world(road, st[0], st[1], st[2], st[3], slots, alive, rem0, prev_acc, op, rp, MODE_STEP,
+                      offroad_terminal, obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
+        for a in range(slots.shape[1]):
+            term = event[b, a] != NO_EVENT
+            live = alive[b, a] and not term
+            trunc = live and steps[b] >= max_steps
+            terminated[b, a] = term
+            truncated[b, a] = trunc
+            alive[b, a] = live and not trunc
 
 
 @kernel(parallel=True)
 def step_envs(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots, alive,
               rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps, max_steps,
-              terminated, truncated):
-    """One environment step of every world in one parallel region (``_step_env_world``).
+              terminated, truncated, active, chunks):
+    """One environment step of every world in one parallel region, ``chunks`` chunks of worlds in parallel
+    (``_step_env_chunk``; ``kernels.step.chunk_count`` gives the number).
 
-    It compiles the whole simulation step (``kernels.step.step_world``) into this file's cache entry:
+    It compiles the whole simulation step (``kernels.step.step_chunk``) into this file's cache entry:
     after editing a simulator kernel, clear Numba's cache (``make clean-cache``), or environments would
     keep stepping the old simulation while ``World.step`` runs the new one.
 
@@ -234,20 +238,20 @@ def step_envs(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_ste
         meta: (B, A) int64 meta-actions, or (0, A) for continuous actions (already in ``actions``).
         speeds: the meta-actions' target speeds. slots ... remove: as ``update_worlds``.
         steps: (B,) environment steps since reset (incremented); max_steps: truncation.
-        terminated, truncated: (B, A) bool outputs; alive: (B, A) updated.
+        terminated, truncated: (B, A) bool outputs; alive: (B, A) updated. active: (B,) bool, all True.
     """
-    for b in numba.prange(slots.shape[0]):
-        _step_env_world(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+    for c in numba.prange(chunks):
+        lo, hi = chunk_bounds(c, chunks, slots.shape[0])
+        _step_env_chunk(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
                         alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove,
-                        steps, max_steps, terminated, truncated, b)
+                        steps, max_steps, terminated, truncated, active, lo, hi)
 
 
 @kernel
 def step_envs_serial(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
                      alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps,
-                     max_steps, terminated, truncated):
-    """``step_envs`` on the calling thread (one or two worlds)."""
-    for b in range(slots.shape[0]):
-        _step_env_world(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
-                        alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove,
-                        steps, max_steps, terminated, truncated, b)
+                     max_steps, terminated, truncated, active, chunks):
+    """``step_envs`` on the calling thread (one or two worlds; ``chunks`` is ignored: one chunk)."""
+    _step_env_chunk(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
+                    alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove,
+                    steps, max_steps, terminated, truncated, active, 0, slots.shape[0])

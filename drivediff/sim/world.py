@@ -24,7 +24,7 @@ import numpy as np
 
 from drivediff.errors import ActionError, DrivediffError
 from drivediff.sim import layout as L
-from drivediff.sim.kernels.step import refresh_worlds, step_worlds
+from drivediff.sim.kernels.step import chunk_count, refresh_worlds, step_worlds
 from drivediff.sim.state import (
     NUM_SPAWN_RANDOMS,
     Behavior,
@@ -271,7 +271,7 @@ class World:
     def step_inputs(self, num_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The random inputs (noise, arrivals, packet loss) of the next ``num_steps`` steps of every world,
         drawn as ``step`` (one step) or one chunk of ``run`` would draw them; for callers that run
-        ``kernels.step.step_world`` themselves. ``num_steps`` must not exceed ``steps_per_chunk``."""
+        ``kernels.step.step_chunk`` themselves. ``num_steps`` must not exceed ``steps_per_chunk``."""
         if not 1 <= num_steps <= self.steps_per_chunk:
             raise DrivediffError(f"num_steps must be in [1, {self.steps_per_chunk}], got {num_steps}")
         return self._draw(1, None) if num_steps == 1 else self._draw(num_steps)
@@ -325,7 +325,7 @@ class World:
         act = self._all if active is None else np.asarray(active, dtype=np.bool_).reshape(self.num_worlds)
         noise, spawn, loss = self._draw(1, None if active is None else act)
         step_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, self.inflow, acts, noise,
-                    spawn, loss, act, 1, self._no_record, False)
+                    spawn, loss, act, 1, self._no_record, False, chunk_count(self.num_worlds))
         return self.state
 
     def run(self, num_steps: int, record: bool = False, actions=None, progress=None) -> dict | None:
@@ -351,7 +351,7 @@ class World:
             noise, spawn, loss = self._draw(t)
             rec = alloc_record(self.num_worlds, t, self.max_vehicles) if record else self._no_record
             step_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, self.inflow, acts,
-                        noise, spawn, loss, self._all, t, rec, record)
+                        noise, spawn, loss, self._all, t, rec, record, chunk_count(self.num_worlds))
             if record:
                 parts.append(record_to_dict(rec))
             done += t

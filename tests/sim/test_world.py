@@ -254,3 +254,49 @@ def test_drivers_stop_for_a_vehicle_standing_in_their_path_through_a_junction(se
     assert names[int(w.state.lane[0, 0])] in ("s_n", "s_e", "s_w")  # tracked on a connector from the south
     assert not w.state.collided[0].any()
     assert w.state.speed[0, 1] < 0.1 and 8.0 < w.state.x[0, 1] < 15.0  # waiting at the east entry
+
+
+@pytest.mark.parametrize("scenario", ["ring", "intersection"])  # acceleration noise; arrivals and yielding
+def test_chunks_of_worlds_step_phase_by_phase_to_the_same_numbers(scenario):
+    """``step_worlds`` runs each phase over a chunk of worlds before the next phase: any chunk size gives
+    the states and the recorded steps of stepping world by world (chunks of one), inactive worlds stay put."""
+    import numba
+
+    from drivediff.sim.kernels.step import CHUNK_WORLDS, chunk_count, step_worlds
+    from drivediff.sim.state import alloc_record, record_to_dict
+
+    active = np.array([True, True, False, True, True])
+    results = []
+    for chunks in (5, 3, 2, 1):
+        w = World(scenario, num_worlds=5)
+        w.reset(seed=11)
+        w.run(20)
+        held = _state_arrays(w)
+        noise, spawn, loss = w.step_inputs(40)
+        rec = alloc_record(5, 40, w.max_vehicles)
+        step_worlds(w.road.arrays, w.state.packed, w.scratch, w.params, w.inflow, w._zero_actions, noise, spawn,
+                    loss, active, 40, rec, True, chunks)
+        for k, v in held.items():  # world 2 was not stepped
+            np.testing.assert_array_equal(getattr(w.state, k)[2], v[2], err_msg=k)
+        results.append((_state_arrays(w), record_to_dict(rec)))
+    assert not np.array_equal(results[0][0]["x"][0], held["x"][0])  # the active worlds moved
+    for state, log in results[1:]:
+        _assert_same(results[0][0], state)
+        for k in log:
+            np.testing.assert_array_equal(np.delete(log[k], 2, axis=0), np.delete(results[0][1][k], 2, axis=0),
+                                          err_msg=k)
+    # the number of chunks of a parallel step: at most CHUNK_WORLDS worlds each, and with the chunks split
+    # evenly between two threads every thread gets work and the two take the same number of worlds, give or
+    # take one
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        threads = numba.get_num_threads()
+        for b in range(1, 300):
+            chunks = chunk_count(b)
+            bounds = [(c * b // chunks, (c + 1) * b // chunks) for c in range(chunks)]
+            assert max(hi - lo for lo, hi in bounds) <= CHUNK_WORLDS and min(hi - lo for lo, hi in bounds) >= 1
+            loads = [sum(hi - lo for lo, hi in bounds[part[0]:part[-1] + 1]) if part.size else 0
+                     for part in np.array_split(np.arange(chunks), threads)]
+            assert sum(loads) == b and max(loads) - min(loads) <= 1, (b, chunks, loads)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
