@@ -12,8 +12,9 @@ Environment throughput, side by side with highway-env in this process (observati
    ``parallel_env(scenario="intersection", num_agents=4)`` with a 1 s control period (10 x 0.1 s steps,
    discrete meta-actions) and with the default 0.1 s period (continuous actions);
 3. the batched API: ``VectorEnv`` with 256 worlds x 4 agents on one and on all threads (auto-reset
-   included): the intersection, the highway at the catalog's density (51 vehicles) and a lighter
-   highway (16 vehicles).
+   included): the intersection, the highway at the catalog's density (51 vehicles), and lighter highways
+   of 16, 8 and 4 vehicles at reset (the 4 agents with 12, 4 and no background vehicles): how the rate
+   depends on the traffic each agent-step simulates.
 
 Agents act with meta-action IDLE (drivediff) / a random action (highway-env) so that episodes run their
 course. Rates: environment steps per second (one call to ``step``) and agent-steps per second (live agents
@@ -34,6 +35,7 @@ import numpy as np
 
 INTERSECTION_AGENTS = 4
 BATCH_WORLDS = 256
+LIGHT_VEHICLES = (16, 8, 4)  # vehicles per world at reset of the lighter batched highways
 
 
 def _timed(step, budget: float, min_steps: int = 3) -> tuple[float, int]:
@@ -172,9 +174,12 @@ def run_env_bench(quick: bool = False, with_highway_env: bool = True, progress=N
     note(f"batched: {nb} worlds x {INTERSECTION_AGENTS} agents, {threads} threads")
     from drivediff.scenarios import load_scenario
 
-    light = load_scenario("highway", overrides={"traffic": {"count": 15}})  # 4 agents + 12 background
+    cases = [("intersection", "intersection"), ("highway", "highway")]
+    # n vehicles at reset: the catalog's controlled vehicle and n - 1 traffic vehicles, 4 of them agents
+    cases += [(f"highway_{n}", load_scenario("highway", overrides={"traffic": {"count": n - 1}}))
+              for n in LIGHT_VEHICLES]
     res["batched"] = {"threads": threads}
-    for key, scenario in (("intersection", "intersection"), ("highway", "highway"), ("highway_16", light)):
+    for key, scenario in cases:
         res["batched"][key] = _vector_rate(budget, scenario, nb, action_type="discrete")
         numba.set_num_threads(1)
         res["batched"][key]["one_thread"] = _vector_rate(budget, scenario, nb, action_type="discrete")
@@ -223,8 +228,9 @@ def print_env_bench(res: dict, console) -> None:
     for col in ("scenario", "vehicles / world", "env steps/s (1 thread)", "agent-steps/s (1 thread)",
                 f"env steps/s ({b['threads']} threads)", f"agent-steps/s ({b['threads']} threads)"):
         t.add_column(col, justify="left" if col == "scenario" else "right")
-    for key, label in (("intersection", "intersection"), ("highway", "highway (catalog density)"),
-                       ("highway_16", "highway, 16 vehicles")):
+    rows = [("intersection", "intersection"), ("highway", "highway (catalog density)")]
+    rows += [(f"highway_{n}", f"highway, {n} vehicles at reset") for n in LIGHT_VEHICLES]
+    for key, label in rows:
         r = b[key]
         t.add_row(label, f"{r['vehicles_per_world']:.0f}", _fmt(r["one_thread"], "env_steps_per_s"),
                   _fmt(r["one_thread"], "agent_steps_per_s"), _fmt(r, "env_steps_per_s"), _fmt(r, "agent_steps_per_s"))

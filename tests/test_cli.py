@@ -71,3 +71,17 @@ def test_bench_sim_json_quick():
     assert res["highway_v0"]["drivediff_vehicle_steps_per_s"] > 0
     assert [r["vehicles"] for r in res["scaling"]] == [11, 101]
     assert res["start"]["warm_s"] > 0
+
+
+def test_bench_env_json_quick():
+    out = run("bench", "env", "--quick", "--json", "--no-highway-env")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["intersection_parallel"]["drivediff_1s_period"]["sim_steps_per_env_step"] == 10
+    assert res["highway_v0"]["drivediff_default"]["env_steps_per_s"] > 0
+    b = res["batched"]
+    for key in ("intersection", "highway", "highway_16", "highway_8", "highway_4"):
+        assert b[key]["num_worlds"] == 32 and b[key]["agent_steps_per_s"] > 0
+        assert b[key]["one_thread"]["agent_steps_per_s"] > 0
+    # agents only: nothing leaves the world but crashed agents, so at most the 4 vehicles placed at reset
+    assert b["highway_4"]["vehicles_per_world"] <= 4 < b["highway_16"]["vehicles_per_world"]

@@ -248,12 +248,12 @@ class EnvCore:
             meta, acts = self._no_meta, self._acts
         repeat = self.config.action_repeat
         noise, spawn, loss = w.step_inputs(repeat)
-        kernel = step_envs_serial if self._small else step_envs
+        kernel, chunks = (step_envs_serial, 1) if self._small else (step_envs, chunk_count(self.num_worlds))
         kernel(self.road.arrays, w.state.packed, w.scratch, w.params, w.inflow, acts, noise, spawn, loss, repeat, meta,
                self.target_speeds, self.slots, self.alive, self._rem0, self._prev_acc, self.obs_params,
                self.reward_params, self.config.offroad_terminal, self.obs, self.terms, self.rewards, self.event,
                self._kd, self._kj, self.config.remove_departed, self.steps, self.max_steps, self.terminated,
-               self.truncated, self._all, chunk_count(self.num_worlds))
+               self.truncated, self._all, chunks)
 
     def episode_log(self, meta: dict | None = None):
         """The current episode (``record_log``) as an :class:`~drivediff.sim.log.EpisodeLog`."""
