@@ -26,9 +26,12 @@ from drivediff.env.kernels import (
     MODE_RESET,
     MODE_STEP,
     NO_EVENT,
+    NOT_CONTROLLED,
+    TOO_FEW_VEHICLES,
     apply_meta,
     step_envs,
     step_envs_serial,
+    take_control,
     update_worlds,
     update_worlds_serial,
     write_continuous,
@@ -171,13 +174,11 @@ class EnvCore:
             worlds: indices of the worlds to reset.
         """
         idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        few = idx.size <= SERIAL_WORLDS  # e.g. the auto-reset of one or two worlds of a VectorEnv
-        with _serial(self._small or few):
-            self.world.reset(seed=seed, worlds=idx)
+        self.world.reset(seed=seed, worlds=idx)  # one or two worlds: no parallel region (SERIAL_RESET)
         self._take_control(idx)
         which = np.zeros(self.num_worlds, dtype=np.bool_)
         which[idx] = True
-        self._update(which, MODE_RESET, serial=few)
+        self._update(which, MODE_RESET, serial=idx.size <= SERIAL_WORLDS)
         self._is_reset = True
         if self.config.record_log:
             snap = self.world.snapshot(0)
@@ -185,27 +186,14 @@ class EnvCore:
             self._log = [{**{k: v[None] for k, v in snap.items()}, "t": t0}]
 
     def _take_control(self, idx: np.ndarray) -> None:
+        """Hand the agents of the reset worlds ``idx`` their vehicles (``kernels.take_control``)."""
         st = self.world.state
-        a = self.num_agents
-        if self._promote:
-            for b in idx:
-                self.slots[b] = np.flatnonzero(st.valid[b])[-a:]
-                st.controlled[b, self.slots[b]] = True
-        bi, si = idx[:, None], self.slots[idx]
-        if not (st.valid[bi, si].all() and st.controlled[bi, si].all()):
+        code = take_control(st.f, st.iv, st.m, idx, self.slots, self._promote, int(self._behavior), self.discrete,
+                            self.target_speeds, self.alive, self.terminated, self.truncated, self.steps, self._acts)
+        if code == TOO_FEW_VEHICLES:
+            raise DrivediffError(f"the scenario placed fewer than {self.num_agents} vehicles to make agents of")
+        if code == NOT_CONTROLLED:
             raise DrivediffError("the scenario did not place its controlled vehicles in the first slots")
-        st.behavior[bi, si] = int(self._behavior)
-        st.target_lane[bi, si] = st.lane[bi, si]
-        if self.discrete:
-            ts = self.target_speeds
-            x = (st.speed[bi, si] - ts[0]) / (ts[-1] - ts[0])
-            k = np.clip(np.round(x * (ts.size - 1)).astype(np.int64), 0, ts.size - 1)
-            st.target_speed[bi, si] = ts[k]
-        self.alive[idx] = True
-        self.terminated[idx] = False
-        self.truncated[idx] = False
-        self.steps[idx] = 0
-        self._acts[idx] = 0.0
 
     # -------------------------------------------------------------------------------------------- step
     def step(self, actions) -> None:

@@ -17,6 +17,7 @@ Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates the
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from drivediff.env.observation import observe_agent, remaining_distance, zero_row
 from drivediff.env.rewards import COLLISION, GOAL, OFFROAD, rate_terms, weighted
@@ -24,7 +25,9 @@ from drivediff.sim.jit import kernel
 from drivediff.sim.kernels.step import chunk_bounds, refresh_world, remove_vehicle, step_chunk
 from drivediff.sim.layout import (
     ACCEL,
+    BEHAVIOR,
     COLLIDED,
+    CONTROLLED,
     L_LC_LEFT,
     L_LC_RIGHT,
     L_LEFT,
@@ -42,6 +45,9 @@ from drivediff.sim.layout import OFFROAD as OFFROAD_FLAG
 # events that end an agent's episode (``EnvCore.event``)
 NO_EVENT, EV_COLLISION, EV_OFFROAD, EV_GOAL = 0, 1, 2, 3
 EVENT_NAMES = (None, "collision", "offroad", "goal")
+
+# ``take_control`` results
+TOOK_CONTROL, TOO_FEW_VEHICLES, NOT_CONTROLLED = 0, 1, 2
 
 # what ``update_worlds`` does
 MODE_RESET, MODE_STEP, MODE_OBSERVE = 0, 1, 2
@@ -64,6 +70,57 @@ def write_continuous(u, slots, alive, a_lo, a_hi, d_lo, d_hi, out):
             u1 = min(max(u[b, a, 1], -1.0), 1.0)
             out[b, i, 0] = a_lo + 0.5 * (u0 + 1.0) * (a_hi - a_lo)
             out[b, i, 1] = d_lo + 0.5 * (u1 + 1.0) * (d_hi - d_lo)
+
+
+@kernel(exact=True)
+def take_control(f, iv, m, idx, slots, promote, behavior, discrete, speeds, alive, terminated, truncated, steps,
+                 acts):
+    """Hand the agents of the reset worlds ``idx`` their vehicles: with ``promote``, the last A valid slots
+    of each world become its (controlled) agents' slots; every agent's vehicle gets ``behavior``, its own
+    lane as target lane and (``discrete``) the target speed nearest its speed; the agents' status, step count
+    and actions start over. The numbers of the NumPy code this replaced (no fastmath: the rounding to a
+    target speed must match).
+
+    Returns TOOK_CONTROL, or TOO_FEW_VEHICLES / NOT_CONTROLLED (a slot that is not a valid controlled
+    vehicle) before writing the vehicles.
+    """
+    na = slots.shape[1]
+    ns = speeds.shape[0]
+    if promote:
+        for k in range(idx.shape[0]):
+            b = idx[k]
+            a = na
+            for i in range(m.shape[2] - 1, -1, -1):
+                if a == 0:
+                    break
+                if m[b, VALID, i]:
+                    a -= 1
+                    slots[b, a] = i
+            if a > 0:
+                return TOO_FEW_VEHICLES
+            for a in range(na):
+                m[b, CONTROLLED, slots[b, a]] = True
+    for k in range(idx.shape[0]):
+        for a in range(na):
+            i = slots[idx[k], a]
+            if not (m[idx[k], VALID, i] and m[idx[k], CONTROLLED, i]):
+                return NOT_CONTROLLED
+    for k in range(idx.shape[0]):
+        b = idx[k]
+        for a in range(na):
+            i = slots[b, a]
+            iv[b, BEHAVIOR, i] = behavior
+            iv[b, TARGET_LANE, i] = iv[b, LANE, i]
+            if discrete:
+                x = (f[b, SPEED, i] - speeds[0]) / (speeds[ns - 1] - speeds[0])
+                q = min(max(np.int64(np.rint(x * (ns - 1))), 0), ns - 1)
+                f[b, TARGET_SPEED, i] = speeds[q]
+            alive[b, a] = True
+            terminated[b, a] = False
+            truncated[b, a] = False
+        acts[b] = 0.0
+        steps[b] = 0
+    return TOOK_CONTROL
 
 
 @kernel(inline=True)

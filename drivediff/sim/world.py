@@ -24,7 +24,8 @@ import numpy as np
 
 from drivediff.errors import ActionError, DrivediffError
 from drivediff.sim import layout as L
-from drivediff.sim.kernels.step import chunk_count, refresh_worlds, step_worlds
+from drivediff.sim.kernels.reset import BAD_LANE, write_world
+from drivediff.sim.kernels.step import chunk_count, refresh_worlds, refresh_worlds_serial, step_worlds
 from drivediff.sim.state import (
     NUM_SPAWN_RANDOMS,
     Behavior,
@@ -40,6 +41,7 @@ __all__ = ["World"]
 _CHUNK_ELEMENTS = 4_000_000  # bound on random numbers drawn per chunk of a long run
 _AHEAD_STEPS = 64  # steps of random numbers ``step`` draws ahead per world and stream, in one call
 _AHEAD_ELEMENTS = 1_000_000  # bound on the numbers held ahead per stream kind (fewer steps for many worlds)
+SERIAL_RESET = 2  # resets of up to this many worlds refresh them on the calling thread (no parallel region)
 
 
 def _column_rows(fields: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -231,7 +233,8 @@ class World:
         for ahead in (self._noise, self._spawn, self._loss):
             ahead.discard(idx)
         st.profile[idx] = self._profile[None, :]
-        refresh_worlds(self.road.arrays, st.packed, self.scratch, self.params, idx.astype(np.int64))
+        refresh = refresh_worlds_serial if idx.size <= SERIAL_RESET else refresh_worlds
+        refresh(self.road.arrays, st.packed, self.scratch, self.params, idx.astype(np.int64))
         self._is_reset = True
         return st
 
@@ -248,24 +251,22 @@ class World:
         return seeds.astype(np.int64)
 
     def _write_world(self, b: int, cols: np.ndarray, lanes: np.ndarray, route: np.ndarray) -> None:
-        """Put the vehicles of ``CompiledScenario.sample_columns`` into world b's first slots."""
+        """Put the vehicles of ``CompiledScenario.sample_columns`` into world b's first slots (one kernel
+        call, ``kernels.reset.write_world``; then the lateral offsets, in NumPy as ``Road.positions``)."""
         st = self.state
         n = lanes.shape[0]
         if n > self.max_vehicles:
             raise DrivediffError(f"the scenario placed {n} vehicles but the world has {self.max_vehicles} slots")
-        for arr, new in zip(st.packed, self._fresh.packed, strict=True):
-            arr[b] = new[0]
-        st.next_vid[b] = n
-        f_rows, f_cols, i_rows, i_cols, m_rows, m_cols = self._columns
-        st.f[b, f_rows, :n] = cols[f_cols]
-        st.iv[b, i_rows, :n] = cols[i_cols]
-        st.m[b, m_rows, :n] = cols[m_cols] != 0.0
-        st.x[b, :n], st.y[b, :n], st.yaw[b, :n] = self.road.positions(lanes, cols[self._s_d[0]], cols[self._s_d[1]])
-        st.lane[b, :n] = lanes
-        st.target_lane[b, :n] = lanes
-        st.route[b, :n] = route
-        st.valid[b, :n] = True
-        st.vid[b, :n] = np.arange(n)
+        road = self.road
+        first, length = road._pt_first
+        s_row, d_row = self._s_d
+        if write_world(st.packed, self._fresh.packed, b, cols, self._columns, s_row, lanes, route, road._pt_columns,
+                       first, length) == BAD_LANE:
+            raise IndexError(f"lane indices must be in [0, {road.num_lanes}); got {lanes.min()}..{lanes.max()}")
+        d = cols[d_row]
+        if d.any():
+            x, y, h = st.x[b, :n], st.y[b, :n], st.yaw[b, :n]
+            st.x[b, :n], st.y[b, :n] = x - d * np.sin(h), y + d * np.cos(h)
 
     # ---------------------------------------------------------------------------------------- randomness
     def step_inputs(self, num_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

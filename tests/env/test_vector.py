@@ -232,3 +232,53 @@ def test_one_kernel_step_leaks_no_references():
     for _ in range(60):
         v.step(rng.integers(0, 5, (4, 4)))
     assert [sys.getrefcount(a) for a in arrays] == before
+
+
+def test_take_control_matches_numpy_and_rejects_bad_scenes():
+    """The agents' hand-over at reset (``kernels.take_control``) against the NumPy it replaced: the last A
+    valid slots become the agents, target lane = lane, target speed = highway-env's nearest (half to even,
+    exact midpoints included), the agents' status and the world's actions start over."""
+    from drivediff.env.kernels import NOT_CONTROLLED, TOO_FEW_VEHICLES, TOOK_CONTROL, take_control
+    from drivediff.sim import layout as L
+
+    rng = np.random.default_rng(0)
+    b_, n_, a_ = 6, 10, 3
+    speeds = np.array([20.0, 25.0, 30.0])
+    f = np.zeros((b_, L.NF, n_))
+    f[:, L.SPEED] = rng.uniform(15.0, 35.0, (b_, n_))
+    f[0, L.SPEED, -3:] = [22.5, 27.5, 25.0]  # midpoints: 22.5 -> 20 (index 0.5 -> 0), 27.5 -> 30 (1.5 -> 2)
+    iv = rng.integers(0, 7, (b_, L.NI, n_))
+    m = np.zeros((b_, L.NM, n_), dtype=np.bool_)
+    m[:, L.VALID] = rng.random((b_, n_)) < 0.7
+    m[0, L.VALID, -3:] = True
+    idx = np.array([0, 2, 5])
+    slots = np.zeros((b_, a_), dtype=np.int64)
+    alive, term, trunc = np.zeros((b_, a_), bool), np.ones((b_, a_), bool), np.ones((b_, a_), bool)
+    steps = np.full(b_, 7)
+    acts = np.ones((b_, n_, 2))
+    want_f, want_iv, want_m = f.copy(), iv.copy(), m.copy()
+    code = take_control(f, iv, m, idx, slots, True, 3, True, speeds, alive, term, trunc, steps, acts)
+    assert code == TOOK_CONTROL
+    for b in idx:
+        s = np.flatnonzero(want_m[b, L.VALID])[-a_:]
+        np.testing.assert_array_equal(slots[b], s)
+        want_m[b, L.CONTROLLED, s] = True
+        want_iv[b, L.BEHAVIOR, s] = 3
+        want_iv[b, L.TARGET_LANE, s] = want_iv[b, L.LANE, s]
+        x = (want_f[b, L.SPEED, s] - speeds[0]) / (speeds[-1] - speeds[0])
+        want_f[b, L.TARGET_SPEED, s] = speeds[np.clip(np.round(x * 2).astype(np.int64), 0, 2)]
+    np.testing.assert_array_equal(f, want_f)
+    np.testing.assert_array_equal(iv, want_iv)
+    np.testing.assert_array_equal(m, want_m)
+    assert f[0, L.TARGET_SPEED, -3:].tolist() == [20.0, 30.0, 25.0]
+    assert alive[idx].all() and not term[idx].any() and not trunc[idx].any() and (steps[idx] == 0).all()
+    assert not alive[[1, 3, 4]].any() and (steps[[1, 3, 4]] == 7).all()
+    assert (acts[idx] == 0).all() and (acts[[1, 3, 4]] == 1).all()
+    # a world with too few vehicles to promote, and agent slots that are not controlled vehicles
+    m[1, L.VALID] = False
+    m[1, L.VALID, 0] = True
+    assert take_control(f, iv, m, np.array([1]), slots, True, 3, True, speeds, alive, term, trunc, steps,
+                        acts) == TOO_FEW_VEHICLES
+    m[4, L.CONTROLLED] = False
+    assert take_control(f, iv, m, np.array([4]), slots, False, 3, True, speeds, alive, term, trunc, steps,
+                        acts) == NOT_CONTROLLED

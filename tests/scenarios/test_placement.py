@@ -216,14 +216,28 @@ def test_positions_equal_numpy_interp():
             road.positions(np.array([0, bad]), np.zeros(2))
 
 
-def test_reset_writes_the_sampled_vehicles():
-    """World.reset puts every sampled field in its state row and positions from the lane coordinates."""
-    w = World("cut-in", num_worlds=2)
-    w.reset(seed=[4, 9])
+@pytest.mark.parametrize("name", ["cut-in", "merge"])  # an explicit vehicle off its lane centre; free slots
+def test_reset_writes_the_sampled_vehicles(name):
+    """World.reset (one ``write_world`` kernel call per world) puts every sampled field in its state row,
+    positions from the lane coordinates with the lateral offsets, fresh values in the other slots, and
+    leaves the worlds not reset alone."""
+    sc = load_scenario(name)
+    if sc.vehicles:
+        sc = sc.model_copy(update={"vehicles": [v.model_copy(update={"d": 0.8 * (k == 1)})
+                                                for k, v in enumerate(sc.vehicles)]})
+    w = World(sc, num_worlds=3)
+    w.reset(seed=[1, 2, 3])
+    w.run(300)  # dirty the slots the reset must overwrite (merge: arrivals in the free slots)
+    kept = {k: getattr(w.state, k)[1].copy() for k in ("x", "speed", "lane", "valid")}
+    n0 = w.scenario.sample(_Streams(4).init)["lane"].size
+    assert name == "cut-in" or w.state.valid[0, n0:].any()
+    w.reset(seed=[4, 9], worlds=[0, 2])
     st = w.state
-    for b, seed in enumerate((4, 9)):
+    fresh = World(sc, num_worlds=1)._fresh
+    for b, seed in ((0, 4), (2, 9)):
         veh = w.scenario.sample(_Streams(seed).init)
         n = veh["lane"].size
+        assert veh["d"][1] == 0.8 if name == "cut-in" else n < w.max_vehicles
         for k in VEHICLE_FIELDS:
             np.testing.assert_array_equal(getattr(st, k)[b, :n], veh[k], err_msg=k)
         np.testing.assert_array_equal(st.route[b, :n], veh["route"])
@@ -232,4 +246,11 @@ def test_reset_writes_the_sampled_vehicles():
         np.testing.assert_array_equal(st.y[b, :n], y)
         np.testing.assert_array_equal(st.yaw[b, :n], h)
         np.testing.assert_array_equal(st.target_lane[b, :n], veh["lane"])
+        np.testing.assert_array_equal(st.vid[b, :n], np.arange(n))
+        assert st.next_vid[b] == n and st.step[b] == 0
         assert st.valid[b, :n].all() and not st.valid[b, n:].any()
+        for got, want in zip(st.packed, fresh.packed, strict=True):  # the free slots as in an empty world
+            if got.ndim == 3 and got.shape[-1] == w.max_vehicles:
+                np.testing.assert_array_equal(got[b][..., n:], want[0][..., n:])
+    for k, v in kept.items():
+        np.testing.assert_array_equal(getattr(st, k)[1], v, err_msg=k)

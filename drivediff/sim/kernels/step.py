@@ -1075,3 +1075,10 @@ def refresh_worlds(road, st, sc, prm, worlds):
     """``refresh_world`` for the listed worlds."""
     for k in numba.prange(worlds.shape[0]):
         refresh_world(road, st, sc, prm, worlds[k])
+
+
+@kernel
+def refresh_worlds_serial(road, st, sc, prm, worlds):
+    """``refresh_worlds`` on the calling thread (a reset of one or two worlds)."""
+    for k in range(worlds.shape[0]):
+        refresh_world(road, st, sc, prm, worlds[k])
