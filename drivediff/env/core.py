@@ -28,6 +28,7 @@ from drivediff.env.kernels import (
     NO_EVENT,
     NOT_CONTROLLED,
     TOO_FEW_VEHICLES,
+    TOOK_CONTROL,
     apply_meta,
     step_envs,
     step_envs_serial,
@@ -41,10 +42,10 @@ from drivediff.env.rewards import TERMS, reward_params
 from drivediff.errors import ActionError, DrivediffError
 from drivediff.sim import Behavior, World
 from drivediff.sim.kernels.step import chunk_count
+from drivediff.sim.world import SERIAL_WORLDS
 
 __all__ = ["EnvCore", "default_target_speeds", "resolve_agents"]
 
-SERIAL_WORLDS = 2  # up to this many worlds (in the env, or reset at once), kernels run on the calling thread
 
 
 @contextmanager
@@ -174,7 +175,7 @@ class EnvCore:
             worlds: indices of the worlds to reset.
         """
         idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        self.world.reset(seed=seed, worlds=idx)  # one or two worlds: no parallel region (SERIAL_RESET)
+        self.world.reset(seed=seed, worlds=idx)  # one or two worlds: no parallel region (SERIAL_WORLDS)
         self._take_control(idx)
         which = np.zeros(self.num_worlds, dtype=np.bool_)
         which[idx] = True
@@ -190,6 +191,8 @@ class EnvCore:
         st = self.world.state
         code = take_control(st.f, st.iv, st.m, idx, self.slots, self._promote, int(self._behavior), self.discrete,
                             self.target_speeds, self.alive, self.terminated, self.truncated, self.steps, self._acts)
+        if code != TOOK_CONTROL:
+            self._is_reset = False  # the reset worlds have no agents: step() must not run on them
         if code == TOO_FEW_VEHICLES:
             raise DrivediffError(f"the scenario placed fewer than {self.num_agents} vehicles to make agents of")
         if code == NOT_CONTROLLED:

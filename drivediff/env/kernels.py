@@ -81,12 +81,18 @@ def take_control(f, iv, m, idx, slots, promote, behavior, discrete, speeds, aliv
     and actions start over. The numbers of the NumPy code this replaced (no fastmath: the rounding to a
     target speed must match).
 
-    Returns TOOK_CONTROL, or TOO_FEW_VEHICLES / NOT_CONTROLLED (a slot that is not a valid controlled
-    vehicle) before writing the vehicles.
+    Returns TOOK_CONTROL, or TOO_FEW_VEHICLES (fewer valid vehicles than agents to promote) / NOT_CONTROLLED
+    (an agent's slot is not a valid controlled vehicle) before writing anything.
     """
     na = slots.shape[1]
     ns = speeds.shape[0]
     if promote:
+        for k in range(idx.shape[0]):  # check every world before writing anything
+            cnt = 0
+            for i in range(m.shape[2]):
+                cnt += m[idx[k], VALID, i]
+            if cnt < na:
+                return TOO_FEW_VEHICLES
         for k in range(idx.shape[0]):
             b = idx[k]
             a = na
@@ -96,8 +102,6 @@ def take_control(f, iv, m, idx, slots, promote, behavior, discrete, speeds, aliv
                 if m[b, VALID, i]:
                     a -= 1
                     slots[b, a] = i
-            if a > 0:
-                return TOO_FEW_VEHICLES
             for a in range(na):
                 m[b, CONTROLLED, slots[b, a]] = True
     for k in range(idx.shape[0]):

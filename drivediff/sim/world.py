@@ -41,7 +41,7 @@ __all__ = ["World"]
 _CHUNK_ELEMENTS = 4_000_000  # bound on random numbers drawn per chunk of a long run
 _AHEAD_STEPS = 64  # steps of random numbers ``step`` draws ahead per world and stream, in one call
 _AHEAD_ELEMENTS = 1_000_000  # bound on the numbers held ahead per stream kind (fewer steps for many worlds)
-SERIAL_RESET = 2  # resets of up to this many worlds refresh them on the calling thread (no parallel region)
+SERIAL_WORLDS = 2  # up to this many worlds (in an environment, or reset at once) run on the calling thread
 
 
 def _column_rows(fields: Sequence[str]) -> tuple[np.ndarray, ...]:
@@ -220,9 +220,7 @@ class World:
             seed: one seed (world b gets ``seed + b``), one seed per reset world, or None (fresh entropy).
             worlds: indices of the worlds to reset (default: all). Others keep running untouched.
         """
-        idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_worlds):
-            raise DrivediffError(f"world indices must be in [0, {self.num_worlds}); got {idx.tolist()}")
+        idx = self._world_indices(worlds)
         seeds = self._resolve_seeds(seed, idx)
         st = self.state
         for b, s in zip(idx, seeds, strict=True):
@@ -233,10 +231,20 @@ class World:
         for ahead in (self._noise, self._spawn, self._loss):
             ahead.discard(idx)
         st.profile[idx] = self._profile[None, :]
-        refresh = refresh_worlds_serial if idx.size <= SERIAL_RESET else refresh_worlds
+        refresh = refresh_worlds_serial if idx.size <= SERIAL_WORLDS else refresh_worlds
         refresh(self.road.arrays, st.packed, self.scratch, self.params, idx.astype(np.int64))
         self._is_reset = True
         return st
+
+    def _world_indices(self, worlds) -> np.ndarray:
+        """(k,) int64 indices of ``worlds`` (default all), each in range and named once (parallel kernels
+        handle one world per thread)."""
+        idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_worlds):
+            raise DrivediffError(f"world indices must be in [0, {self.num_worlds}); got {idx.tolist()}")
+        if idx.size > 1 and np.unique(idx).size != idx.size:
+            raise DrivediffError(f"world indices must not repeat; got {idx.tolist()}")
+        return idx
 
     def _resolve_seeds(self, seed, idx: np.ndarray) -> np.ndarray:
         if seed is None:
@@ -373,8 +381,8 @@ class World:
         """Recompute collision and off-road flags, the occupancy index and the leader/gap/TTC metrics
         after editing ``state`` by hand (positions, lanes, validity)."""
         self._check_reset()
-        idx = np.arange(self.num_worlds) if worlds is None else np.asarray(worlds, dtype=np.int64).reshape(-1)
-        refresh_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, idx.astype(np.int64))
+        idx = self._world_indices(worlds)
+        refresh_worlds(self.road.arrays, self.state.packed, self.scratch, self.params, idx)
         return self.state
 
     def snapshot(self, b: int = 0) -> dict[str, np.ndarray]:

@@ -274,11 +274,51 @@ def test_take_control_matches_numpy_and_rejects_bad_scenes():
     assert alive[idx].all() and not term[idx].any() and not trunc[idx].any() and (steps[idx] == 0).all()
     assert not alive[[1, 3, 4]].any() and (steps[[1, 3, 4]] == 7).all()
     assert (acts[idx] == 0).all() and (acts[[1, 3, 4]] == 1).all()
-    # a world with too few vehicles to promote, and agent slots that are not controlled vehicles
+    # without promotion and with continuous actions: the slots stay, no target speed is set
+    slots[3] = [1, 4, 6]
+    m[3, L.VALID, [1, 4, 6]] = m[3, L.CONTROLLED, [1, 4, 6]] = True
+    before = f[3, L.TARGET_SPEED].copy()
+    assert take_control(f, iv, m, np.array([3]), slots, False, 2, False, speeds, alive, term, trunc, steps,
+                        acts) == TOOK_CONTROL
+    assert slots[3].tolist() == [1, 4, 6] and (iv[3, L.BEHAVIOR, [1, 4, 6]] == 2).all()
+    np.testing.assert_array_equal(iv[3, L.TARGET_LANE, [1, 4, 6]], iv[3, L.LANE, [1, 4, 6]])
+    np.testing.assert_array_equal(f[3, L.TARGET_SPEED], before)
+    # too few vehicles to promote in one of the worlds, and agent slots that are not controlled vehicles:
+    # an error code and nothing written
     m[1, L.VALID] = False
     m[1, L.VALID, 0] = True
-    assert take_control(f, iv, m, np.array([1]), slots, True, 3, True, speeds, alive, term, trunc, steps,
+    state = [x.copy() for x in (f, iv, m, slots, alive, steps, acts)]
+    assert take_control(f, iv, m, np.array([0, 1]), slots, True, 3, True, speeds, alive, term, trunc, steps,
                         acts) == TOO_FEW_VEHICLES
     m[4, L.CONTROLLED] = False
-    assert take_control(f, iv, m, np.array([4]), slots, False, 3, True, speeds, alive, term, trunc, steps,
+    assert take_control(f, iv, m, np.array([3, 4]), slots, False, 3, True, speeds, alive, term, trunc, steps,
                         acts) == NOT_CONTROLLED
+    for got, want in zip((f, iv, m, slots, alive, steps, acts), state, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("scenario", ["intersection", "merge"])
+def test_any_chunking_of_the_worlds_gives_the_same_rollout(scenario, monkeypatch):
+    """``step_envs`` with the worlds in 7, 3 or 1 chunks (``chunk_count`` overridden): observations,
+    rewards, status and the world state agree to the bit, across auto-resets and an action repeat."""
+    import drivediff.env.core as core_module
+
+    runs = []
+    for chunks in (7, 3, 1):
+        monkeypatch.setattr(core_module, "chunk_count", lambda num_worlds, c=chunks: c)
+        v = VectorEnv(scenario, num_worlds=7, num_agents=3, action_type="discrete", action_repeat=3)
+        v.reset(seed=5)
+        rng = np.random.default_rng(1)
+        out, resets = [], 0
+        for _ in range(60):
+            o, r, term, trunc, info = v.step(rng.integers(0, 5, (7, 3)))
+            resets += int(info["_final_obs"].sum())
+            out.append((o.copy(), r.copy(), term.copy(), trunc.copy(), info["alive"].copy()))
+        runs.append((out, [a.copy() for a in v.world.state.packed], resets))
+    assert runs[0][2] > 0  # worlds were reset along the way
+    for out, state, _ in runs[1:]:
+        for got, want in zip(out, runs[0][0], strict=True):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+        for g, w in zip(state, runs[0][1], strict=True):
+            np.testing.assert_array_equal(g, w)

@@ -86,6 +86,10 @@ def test_bit_identical_with_one_and_two_threads():
 def test_partial_reset_and_inactive_worlds():
     w = World("merge", num_worlds=3)
     w.reset(seed=0)
+    with pytest.raises(DrivediffError, match="must not repeat"):  # two threads would write one world
+        w.reset(seed=[1, 2, 3], worlds=[0, 2, 0])
+    with pytest.raises(DrivediffError, match="must not repeat"):
+        w.refresh(worlds=[1, 1])
     w.run(50)
     before = _state_arrays(w)
     w.reset(seed=[100], worlds=[1])
@@ -276,8 +280,11 @@ def test_chunks_of_worlds_step_phase_by_phase_to_the_same_numbers(scenario):
         rec = alloc_record(5, 40, w.max_vehicles)
         step_worlds(w.road.arrays, w.state.packed, w.scratch, w.params, w.inflow, w._zero_actions, noise, spawn,
                     loss, active, 40, rec, True, chunks)
-        for k, v in held.items():  # world 2 was not stepped
+        for k, v in held.items():  # world 2 was not stepped, nor recorded
             np.testing.assert_array_equal(getattr(w.state, k)[2], v[2], err_msg=k)
+        for got, empty in zip(rec, alloc_record(5, 40, w.max_vehicles), strict=True):
+            if got.ndim == 4:
+                np.testing.assert_array_equal(got[2], empty[2])
         results.append((_state_arrays(w), record_to_dict(rec)))
     assert not np.array_equal(results[0][0]["x"][0], held["x"][0])  # the active worlds moved
     for state, log in results[1:]:
