@@ -25,10 +25,10 @@ from drivediff.env.kernels import (
     MODE_OBSERVE,
     MODE_RESET,
     MODE_STEP,
-    NO_EVENT,
     NOT_CONTROLLED,
     TOO_FEW_VEHICLES,
     TOOK_CONTROL,
+    agent_status,
     apply_meta,
     step_envs,
     step_envs_serial,
@@ -223,10 +223,7 @@ class EnvCore:
                 self.world.run(self.config.action_repeat, actions=acts)
         self.steps += 1
         self._update(self._all, MODE_STEP)  # with remove_departed, also takes crashed agents off the road
-        self.terminated = self.event != NO_EVENT
-        self.alive &= ~self.terminated
-        self.truncated = self.alive & (self.steps >= self.max_steps)[:, None]
-        self.alive &= ~self.truncated
+        agent_status(self.event, self.steps, self.max_steps, self.alive, self.terminated, self.truncated)
 
     def _step_fused(self, actions) -> None:
         """``step`` as one kernel call (``kernels.step_envs``): the same numbers as applying the actions,

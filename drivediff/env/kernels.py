@@ -17,7 +17,6 @@ Entry points (called by :class:`drivediff.env.core.EnvCore`, which validates the
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 from drivediff.env.observation import observe_agent, remaining_distance, zero_row
 from drivediff.env.rewards import COLLISION, GOAL, OFFROAD, rate_terms, weighted
@@ -72,6 +71,14 @@ def write_continuous(u, slots, alive, a_lo, a_hi, d_lo, d_hi, out):
             out[b, i, 1] = d_lo + 0.5 * (u1 + 1.0) * (d_hi - d_lo)
 
 
+@kernel(inline=True)
+def speed_index(speeds, v):
+    """highway-env ``MDPVehicle.speed_to_index``: the nearest target speed's index (rounded half to even)."""
+    n = speeds.shape[0]
+    x = (v - speeds[0]) / (speeds[n - 1] - speeds[0])
+    return min(max(int(round(x * (n - 1))), 0), n - 1)
+
+
 @kernel(exact=True)
 def take_control(f, iv, m, idx, slots, promote, behavior, discrete, speeds, alive, terminated, truncated, steps,
                  acts):
@@ -85,7 +92,6 @@ def take_control(f, iv, m, idx, slots, promote, behavior, discrete, speeds, aliv
     (an agent's slot is not a valid controlled vehicle) before writing anything.
     """
     na = slots.shape[1]
-    ns = speeds.shape[0]
     if promote:
         for k in range(idx.shape[0]):  # check every world before writing anything
             cnt = 0
@@ -116,23 +122,13 @@ def take_control(f, iv, m, idx, slots, promote, behavior, discrete, speeds, aliv
             iv[b, BEHAVIOR, i] = behavior
             iv[b, TARGET_LANE, i] = iv[b, LANE, i]
             if discrete:
-                x = (f[b, SPEED, i] - speeds[0]) / (speeds[ns - 1] - speeds[0])
-                q = min(max(np.int64(np.rint(x * (ns - 1))), 0), ns - 1)
-                f[b, TARGET_SPEED, i] = speeds[q]
+                f[b, TARGET_SPEED, i] = speeds[speed_index(speeds, f[b, SPEED, i])]
             alive[b, a] = True
             terminated[b, a] = False
             truncated[b, a] = False
         acts[b] = 0.0
         steps[b] = 0
     return TOOK_CONTROL
-
-
-@kernel(inline=True)
-def speed_index(speeds, v):
-    """highway-env ``MDPVehicle.speed_to_index``: the nearest target speed's index (rounded half to even)."""
-    n = speeds.shape[0]
-    x = (v - speeds[0]) / (speeds[n - 1] - speeds[0])
-    return min(max(int(round(x * (n - 1))), 0), n - 1)
 
 
 @kernel(inline=True)
@@ -255,6 +251,26 @@ def update_worlds_serial(road, f, iv, m, route, slots, alive, rem0, prev_acc, op
                           obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
 
 
+@kernel(inline=True)
+def _status_world(event, steps, max_steps, alive, terminated, truncated, b):
+    """World b's agents after a step: terminated by their event, truncated at ``max_steps`` if still live,
+    out of the episode (``alive`` False) either way."""
+    for a in range(alive.shape[1]):
+        term = event[b, a] != NO_EVENT
+        live = alive[b, a] and not term
+        trunc = live and steps[b] >= max_steps
+        terminated[b, a] = term
+        truncated[b, a] = trunc
+        alive[b, a] = live and not trunc
+
+
+@kernel
+def agent_status(event, steps, max_steps, alive, terminated, truncated):
+    """``_status_world`` for every world (the step-by-step path of ``EnvCore.step``)."""
+    for b in range(alive.shape[0]):
+        _status_world(event, steps, max_steps, alive, terminated, truncated, b)
+
+
 @kernel
 def _step_env_chunk(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, num_steps, meta, speeds, slots,
                     alive, rem0, prev_acc, op, rp, offroad_terminal, obs, terms, rewards, event, kd, kj, remove, steps,
@@ -273,13 +289,7 @@ def _step_env_chunk(road, st, sc, sp, inflow, actions, noise, spawn_u, loss_u, n
         steps[b] += 1
         _update_world(road, st[0], st[1], st[2], st[3], slots, alive, rem0, prev_acc, op, rp, MODE_STEP,
                       offroad_terminal, obs, terms, rewards, event, kd, kj, st, sc, sp, remove, b)
-        for a in range(slots.shape[1]):
-            term = event[b, a] != NO_EVENT
-            live = alive[b, a] and not term
-            trunc = live and steps[b] >= max_steps
-            terminated[b, a] = term
-            truncated[b, a] = trunc
-            alive[b, a] = live and not trunc
+        _status_world(event, steps, max_steps, alive, terminated, truncated, b)
 
 
 @kernel(parallel=True)

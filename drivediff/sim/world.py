@@ -232,7 +232,7 @@ class World:
             ahead.discard(idx)
         st.profile[idx] = self._profile[None, :]
         refresh = refresh_worlds_serial if idx.size <= SERIAL_WORLDS else refresh_worlds
-        refresh(self.road.arrays, st.packed, self.scratch, self.params, idx.astype(np.int64))
+        refresh(self.road.arrays, st.packed, self.scratch, self.params, idx)
         self._is_reset = True
         return st
 

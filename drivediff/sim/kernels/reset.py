@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from drivediff.sim.jit import kernel
-from drivediff.sim.layout import LANE, NEXT_VID, TARGET_LANE, VALID, VID, YAW, X, Y
+from drivediff.sim.kernels.frenet import interp_centrelines
+from drivediff.sim.layout import LANE, NEXT_VID, TARGET_LANE, VALID, VID, YAW, X
 
 BAD_LANE = -1  # returned when a placed lane does not exist
 
@@ -43,13 +44,9 @@ def write_world(st, fresh, b, cols, rows, s_row, lanes, route, pts, first, lane_
     for r in range(m_rows.shape[0]):
         for k in range(n):
             m[b, m_rows[r], k] = cols[m_cols[r], k] != 0.0
+    interp_centrelines(pts, first, lane_len, lanes, cols[s_row], f[b, X:YAW + 1, :n])  # rows x, y, yaw
     for k in range(n):
         ln = lanes[k]
-        lo, hi = first[ln], first[ln + 1]
-        s = min(max(cols[s_row, k], 0.0), lane_len[ln])
-        f[b, X, k] = np.interp(s, pts[0, lo:hi], pts[1, lo:hi])
-        f[b, Y, k] = np.interp(s, pts[0, lo:hi], pts[2, lo:hi])
-        f[b, YAW, k] = np.interp(s, pts[0, lo:hi], pts[3, lo:hi])
         iv[b, LANE, k] = ln
         iv[b, TARGET_LANE, k] = ln
         st[3][b, k] = route[k]
