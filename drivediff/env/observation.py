@@ -50,15 +50,17 @@ import numpy as np
 
 from drivediff.env.config import ObservationConfig
 from drivediff.sim.jit import kernel
-from drivediff.sim.kernels.frenet import lane_pose_hot, wrap_angle
+from drivediff.sim.kernels.frenet import lane_pose_hot, point_at, wrap_angle
 from drivediff.sim.kernels.neighbors import next_lane
 from drivediff.sim.layout import (
     ACCEL,
     GAP,
+    L_DS,
     L_LC_LEFT,
     L_LC_RIGHT,
     L_LEFT,
     L_LEN,
+    L_PT,
     L_RIGHT,
     L_SPEED,
     L_WIDTH,
@@ -250,16 +252,17 @@ def _nearest(f, m, b, i, prm, kd, kj):
 
 
 @kernel(inline=True)
-def _neighbors(f, m, b, i, prm, o, kd, kj):
-    """The neighbour block (K rows of NUM_NB features) into ``o``."""
+def _neighbors(f, m, b, i, prm, c, s, o, kd, kj):
+    """The neighbour block (K rows of NUM_NB features) into ``o``; ``c``, ``s``: cos, sin of the ego's yaw.
+
+    One ``sincos`` per row: with h = (its yaw - ego yaw), the relative velocity in the ego frame is
+    (v_j cos h - v, v_j sin h), the rotation of (v_j cos yaw_j - v cos yaw, v_j sin yaw_j - v sin yaw).
+    """
     cnt = _nearest(f, m, b, i, prm, kd, kj)
     x = f[b, X, i]
     y = f[b, Y, i]
     yaw = f[b, YAW, i]
-    c = math.cos(yaw)
-    s = math.sin(yaw)
-    vx = f[b, SPEED, i] * c
-    vy = f[b, SPEED, i] * s
+    v = f[b, SPEED, i]
     for k in range(prm.k):
         base = NUM_EGO + NUM_NB * k
         if k >= cnt:
@@ -269,23 +272,24 @@ def _neighbors(f, m, b, i, prm, o, kd, kj):
         j = kj[k]
         dx = f[b, X, j] - x
         dy = f[b, Y, j] - y
-        yj = f[b, YAW, j]
-        dvx = f[b, SPEED, j] * math.cos(yj) - vx
-        dvy = f[b, SPEED, j] * math.sin(yj) - vy
+        ch = math.cos(f[b, YAW, j] - yaw)
+        sh = math.sin(f[b, YAW, j] - yaw)
+        vj = f[b, SPEED, j]
         o[base] = 1.0
         o[base + 1] = _clip1((c * dx + s * dy) / prm.r)
         o[base + 2] = _clip1((-s * dx + c * dy) / prm.r)
-        o[base + 3] = _clip1((c * dvx + s * dvy) / prm.v_scale)
-        o[base + 4] = _clip1((-s * dvx + c * dvy) / prm.v_scale)
-        o[base + 5] = math.cos(yj - yaw)
-        o[base + 6] = math.sin(yj - yaw)
+        o[base + 3] = _clip1((vj * ch - v) / prm.v_scale)
+        o[base + 4] = _clip1(vj * sh / prm.v_scale)
+        o[base + 5] = ch
+        o[base + 6] = sh
         o[base + 7] = _clip1(f[b, LENGTH, j] / LENGTH_SCALE)
         o[base + 8] = _clip1(f[b, WIDTH, j] / WIDTH_SCALE)
 
 
 @kernel(inline=True)
-def _lane_block(road, f, iv, route, b, i, prm, lane, s0, rp, o, base):
-    """Presence and M centreline points of ``lane`` from arc length ``s0`` into ``o[base:]``."""
+def _lane_block(road, f, iv, route, b, i, prm, c, sn, lane, s0, rp, o, base):
+    """Presence and M centreline points of ``lane`` from arc length ``s0`` into ``o[base:]``; ``c``, ``sn``:
+    cos, sin of the ego's yaw. The points are ``lane_pose``'s (``point_at``)."""
     if lane < 0:
         for q in range(1 + 2 * prm.m):
             o[base + q] = 0.0
@@ -293,39 +297,48 @@ def _lane_block(road, f, iv, route, b, i, prm, lane, s0, rp, o, base):
     o[base] = 1.0
     x = f[b, X, i]
     y = f[b, Y, i]
-    c = math.cos(f[b, YAW, i])
-    sn = math.sin(f[b, YAW, i])
+    pts = road.pts
     route_row = route[b, i]
     cur = lane
+    # the lane's lookups and reciprocals, out of the per-point loop (LLVM does not hoist the divisions)
+    length = road.lane_f[cur, L_LEN]
+    inv_ds = 1.0 / road.lane_f[cur, L_DS]
+    i0 = road.lane_i[cur, L_PT]
+    last = road.lane_i[cur + 1, L_PT] - i0 - 1
+    inv_r = 1.0 / prm.r
     off = 0.0  # arc length of the lanes passed
     for k in range(prm.m):
         sk = s0 + k * prm.spacing - off
-        while sk > road.lane_f[cur, L_LEN]:
+        while sk > length:
             nxt = next_lane(road, route_row, cur, rp)
             if nxt < 0:
                 break
-            sk -= road.lane_f[cur, L_LEN]
-            off += road.lane_f[cur, L_LEN]
+            sk -= length
+            off += length
             cur = nxt
+            length = road.lane_f[cur, L_LEN]
+            inv_ds = 1.0 / road.lane_f[cur, L_DS]
+            i0 = road.lane_i[cur, L_PT]
+            last = road.lane_i[cur + 1, L_PT] - i0 - 1
             if rp >= 0:
                 rp += 1
-        px, py, _ = lane_pose_hot(road, cur, sk)
-        o[base + 1 + 2 * k] = _clip1((c * (px - x) + sn * (py - y)) / prm.r)
-        o[base + 2 + 2 * k] = _clip1((-sn * (px - x) + c * (py - y)) / prm.r)
+        px, py, _ = point_at(pts, i0, last, sk * inv_ds)
+        o[base + 1 + 2 * k] = _clip1((c * (px - x) + sn * (py - y)) * inv_r)
+        o[base + 2 + 2 * k] = _clip1((-sn * (px - x) + c * (py - y)) * inv_r)
 
 
 @kernel(inline=True)
-def _lanes(road, f, iv, route, b, i, prm, o):
+def _lanes(road, f, iv, route, b, i, prm, c, sn, o):
     """The three lane blocks (current, left, right) into ``o``."""
     ln = iv[b, LANE, i]
     s = f[b, S, i]
     base = NUM_EGO + NUM_NB * prm.k
     width = 1 + 2 * prm.m
-    _lane_block(road, f, iv, route, b, i, prm, ln, s, iv[b, ROUTE_POS, i], o, base)
+    _lane_block(road, f, iv, route, b, i, prm, c, sn, ln, s, iv[b, ROUTE_POS, i], o, base)
     for side in range(2):
         nb = road.lane_i[ln, L_LEFT] if side == 0 else road.lane_i[ln, L_RIGHT]
         s_nb = s * road.lane_f[nb, L_LEN] / road.lane_f[ln, L_LEN] if nb >= 0 else 0.0
-        _lane_block(road, f, iv, route, b, i, prm, nb, s_nb, -1, o, base + (side + 1) * width)
+        _lane_block(road, f, iv, route, b, i, prm, c, sn, nb, s_nb, -1, o, base + (side + 1) * width)
 
 
 @kernel(inline=True)
@@ -335,8 +348,10 @@ def observe_agent(road, f, iv, m, route, b, i, rem0, prm, o, kd, kj):
     The vehicle must be valid and on a lane; ``rem0`` is its remaining route distance at reset [m].
     """
     _ego(road, f, iv, route, b, i, rem0, prm, o)
-    _neighbors(f, m, b, i, prm, o, kd, kj)
-    _lanes(road, f, iv, route, b, i, prm, o)
+    c = math.cos(f[b, YAW, i])
+    sn = math.sin(f[b, YAW, i])
+    _neighbors(f, m, b, i, prm, c, sn, o, kd, kj)
+    _lanes(road, f, iv, route, b, i, prm, c, sn, o)
 
 
 @kernel(inline=True)

@@ -10,23 +10,27 @@ from drivediff.sim.jit import kernel
 from drivediff.sim.layout import L_DS, L_LEN, L_PT, P_H, P_X, P_Y
 
 
-def _lane_pose(road, lane, s):
-    """World (x, y, heading) of the centreline point at arc length ``s`` (clamped to the lane)."""
-    pts = road.pts
-    i0 = road.lane_i[lane, L_PT]
-    n = road.lane_i[lane + 1, L_PT] - i0
-    u = s / road.lane_f[lane, L_DS]
+@kernel(inline=True)
+def point_at(pts, i0, last, u):
+    """World (x, y, heading) at fractional point index ``u`` of the centreline ``pts[i0 : i0 + last + 1]``,
+    clamped to its ends (``u = s / spacing``)."""
     if u <= 0.0:
         return pts[i0, P_X], pts[i0, P_Y], pts[i0, P_H]
     k = int(u)
-    if k >= n - 1:
-        j = i0 + n - 1
+    if k >= last:
+        j = i0 + last
         return pts[j, P_X], pts[j, P_Y], pts[j, P_H]
     t = u - k
     j = i0 + k
     return (pts[j, P_X] + t * (pts[j + 1, P_X] - pts[j, P_X]),
             pts[j, P_Y] + t * (pts[j + 1, P_Y] - pts[j, P_Y]),
             pts[j, P_H] + t * (pts[j + 1, P_H] - pts[j, P_H]))
+
+
+def _lane_pose(road, lane, s):
+    """World (x, y, heading) of the centreline point at arc length ``s`` (clamped to the lane)."""
+    i0 = road.lane_i[lane, L_PT]
+    return point_at(road.pts, i0, road.lane_i[lane + 1, L_PT] - i0 - 1, s / road.lane_f[lane, L_DS])
 
 
 lane_pose = kernel(_lane_pose)
