@@ -17,9 +17,14 @@ Environment throughput, side by side with highway-env in this process (observati
    depends on the traffic each agent-step simulates.
 
 Agents act with meta-action IDLE (drivediff) / a random action (highway-env) so that episodes run their
-course. Rates: environment steps per second (one call to ``step``) and agent-steps per second (live agents
-stepped per second). Wall-clock numbers depend on the machine and its load; the README records the ones
-measured on the project's reference machine (2 cores).
+course. With IDLE an agent keeps its target speed and crashes into slower traffic; its slot then stays
+empty until every agent of its world is done and the world resets. The batched rows are therefore also
+measured (all threads) with a scripted keep-distance policy (``keep_distance_actions``, evaluated inside the
+timed loop from the observations) whose agents rarely crash: a stand-in for a policy that has learned to
+keep its distance. Rates: environment steps per second (one call to ``step``) and agent-steps per second
+(live agents stepped per second; crashed, departed and finished agents are not counted), with the live
+share of the agent slots. Wall-clock numbers depend on the machine and its load; the README records the
+ones measured on the project's reference machine (2 cores).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 
 INTERSECTION_AGENTS = 4
 BATCH_WORLDS = 256
+KEEP_GAP = (25.0, 50.0)  # [m] keep-distance policy: SLOWER under the first bumper gap, FASTER over the second
 LIGHT_VEHICLES = (16, 8, 4)  # vehicles per world at reset of the lighter batched highways
 
 
@@ -126,22 +132,34 @@ def _parallel_rate(budget: float, **kwargs) -> dict:
     return _rates(*_timed(step, budget), sim_steps_per_env_step=env.config.action_repeat)
 
 
-def _vector_rate(budget: float, scenario: str, num_worlds: int, **kwargs) -> dict:
+def keep_distance_actions(obs: np.ndarray, layout) -> np.ndarray:
+    """Meta-actions of a scripted policy whose agents survive: SLOWER (4) when the bumper gap to the vehicle
+    ahead in lane is under ``KEEP_GAP[0]``, FASTER (3) over ``KEEP_GAP[1]`` or with none in range, IDLE (1)
+    between. It reads the (B, A, D) observations only, as a learned policy would."""
+    col = layout.names.index("ego.leader_gap")
+    gap = obs[..., col] * layout.scale[col]
+    return np.where(gap < KEEP_GAP[0], 4, np.where(gap > KEEP_GAP[1], 3, 1))
+
+
+def _vector_rate(budget: float, scenario: str, num_worlds: int, policy: str = "idle", **kwargs) -> dict:
+    """Batched rate with meta-actions IDLE (``policy="idle"``) or ``keep_distance_actions``."""
     from drivediff.env import VectorEnv
 
-    envs = VectorEnv(scenario, num_worlds=num_worlds, num_agents=INTERSECTION_AGENTS, copy=False, **kwargs)
+    envs = VectorEnv(scenario, num_worlds=num_worlds, num_agents=INTERSECTION_AGENTS, copy=False,
+                     action_type="discrete", **kwargs)
     envs.reset(seed=0)
-    acts = np.ones((num_worlds, INTERSECTION_AGENTS), dtype=np.int64) if envs.core.discrete else \
-        np.zeros((num_worlds, INTERSECTION_AGENTS, 2), dtype=np.float32)
+    idle = np.ones((num_worlds, INTERSECTION_AGENTS), dtype=np.int64)
+    keep = policy == "keep_distance"
 
     def step():
         live = int(envs.core.alive.sum())
-        envs.step(acts)
+        envs.step(keep_distance_actions(envs.core.obs, envs.layout) if keep else idle)
         return live
 
     step()
     wall, agents, n = _timed(step, budget)
-    return _rates(wall, agents, n, num_worlds=num_worlds, agents=INTERSECTION_AGENTS,
+    return _rates(wall, agents, n, num_worlds=num_worlds, agents=INTERSECTION_AGENTS, policy=policy,
+                  live_share=agents / (n * num_worlds * INTERSECTION_AGENTS),
                   vehicles_per_world=float(envs.world.state.valid.sum(1).mean()))
 
 
@@ -180,9 +198,10 @@ def run_env_bench(quick: bool = False, with_highway_env: bool = True, progress=N
               for n in LIGHT_VEHICLES]
     res["batched"] = {"threads": threads}
     for key, scenario in cases:
-        res["batched"][key] = _vector_rate(budget, scenario, nb, action_type="discrete")
+        res["batched"][key] = _vector_rate(budget, scenario, nb)
+        res["batched"][key]["keep_distance"] = _vector_rate(budget, scenario, nb, policy="keep_distance")
         numba.set_num_threads(1)
-        res["batched"][key]["one_thread"] = _vector_rate(budget, scenario, nb, action_type="discrete")
+        res["batched"][key]["one_thread"] = _vector_rate(budget, scenario, nb)
         numba.set_num_threads(threads)
     return res
 
@@ -225,15 +244,18 @@ def print_env_bench(res: dict, console) -> None:
     b = res["batched"]
     t = Table(title=f"batched VectorEnv, {b['intersection']['num_worlds']} worlds x {INTERSECTION_AGENTS} agents "
                     "(one simulation step per env step, auto-reset included)")
-    for col in ("scenario", "vehicles / world", "env steps/s (1 thread)", "agent-steps/s (1 thread)",
-                f"env steps/s ({b['threads']} threads)", f"agent-steps/s ({b['threads']} threads)"):
+    nt = b["threads"]
+    for col in ("scenario", "vehicles / world", "IDLE, 1 thread: agent-steps/s", f"IDLE, {nt} threads: env steps/s",
+                "agent-steps/s", "live", f"keep distance, {nt} threads: agent-steps/s", "live"):
         t.add_column(col, justify="left" if col == "scenario" else "right")
     rows = [("intersection", "intersection"), ("highway", "highway (catalog density)")]
     rows += [(f"highway_{n}", f"highway, {n} vehicles at reset") for n in LIGHT_VEHICLES]
     for key, label in rows:
         r = b[key]
-        t.add_row(label, f"{r['vehicles_per_world']:.0f}", _fmt(r["one_thread"], "env_steps_per_s"),
-                  _fmt(r["one_thread"], "agent_steps_per_s"), _fmt(r, "env_steps_per_s"), _fmt(r, "agent_steps_per_s"))
+        k = r["keep_distance"]
+        t.add_row(label, f"{r['vehicles_per_world']:.0f}", _fmt(r["one_thread"], "agent_steps_per_s"),
+                  _fmt(r, "env_steps_per_s"), _fmt(r, "agent_steps_per_s"), f"{r['live_share']:.0%}",
+                  _fmt(k, "agent_steps_per_s"), f"{k['live_share']:.0%}")
     console.print(t)
 
 

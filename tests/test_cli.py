@@ -83,5 +83,7 @@ def test_bench_env_json_quick():
     for key in ("intersection", "highway", "highway_16", "highway_8", "highway_4"):
         assert b[key]["num_worlds"] == 32 and b[key]["agent_steps_per_s"] > 0
         assert b[key]["one_thread"]["agent_steps_per_s"] > 0
+        assert b[key]["policy"] == "idle" and b[key]["keep_distance"]["policy"] == "keep_distance"
+        assert 0.0 < b[key]["live_share"] <= 1.0 and 0.0 < b[key]["keep_distance"]["live_share"] <= 1.0
     # agents only: nothing leaves the world but crashed agents, so at most the 4 vehicles placed at reset
     assert b["highway_4"]["vehicles_per_world"] <= 4 < b["highway_16"]["vehicles_per_world"]
