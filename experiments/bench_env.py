@@ -44,7 +44,7 @@ KEEP_GAP = (25.0, 50.0)  # [m] keep-distance policy: SLOWER under the first bump
 LIGHT_VEHICLES = (16, 8, 4)  # vehicles per world at reset of the lighter batched highways
 
 
-def _timed(step, budget: float, min_steps: int = 3) -> tuple[float, int]:
+def _timed(step, budget: float, min_steps: int = 3) -> tuple[float, int, int]:
     """Call ``step()`` (returns the agent-steps it did) for about ``budget`` seconds.
 
     Returns:
@@ -141,12 +141,12 @@ def keep_distance_actions(obs: np.ndarray, layout) -> np.ndarray:
     return np.where(gap < KEEP_GAP[0], 4, np.where(gap > KEEP_GAP[1], 3, 1))
 
 
-def _vector_rate(budget: float, scenario: str, num_worlds: int, policy: str = "idle", **kwargs) -> dict:
+def _vector_rate(budget: float, scenario: str, num_worlds: int, policy: str = "idle") -> dict:
     """Batched rate with meta-actions IDLE (``policy="idle"``) or ``keep_distance_actions``."""
     from drivediff.env import VectorEnv
 
     envs = VectorEnv(scenario, num_worlds=num_worlds, num_agents=INTERSECTION_AGENTS, copy=False,
-                     action_type="discrete", **kwargs)
+                     action_type="discrete")
     envs.reset(seed=0)
     idle = np.ones((num_worlds, INTERSECTION_AGENTS), dtype=np.int64)
     keep = policy == "keep_distance"
