@@ -121,6 +121,54 @@ def test_mobil_overtakes_a_slow_vehicle():
     assert not rec["collided"].any()
 
 
+@pytest.mark.parametrize("politeness", [0.0, 1.0])
+def test_mobil_politeness_weighs_the_new_followers_braking(politeness):
+    """A driver 55 m behind a slower vehicle could gain ~2 m/s^2 in the free lane, but cutting in there makes
+    the faster vehicle coming up behind brake at ~7 m/s^2 (allowed: max_braking 8). Selfish (politeness 0,
+    highway-env's default) it cuts in at its first MOBIL decision; polite (1) it waits until that vehicle
+    has passed (Kesting, Treiber & Helbing 2007: the followers' accelerations enter the incentive weighted
+    by the politeness)."""
+    sc = scenario(road={"type": "highway", "lanes": 2, "length": 3000}, dt=0.1, vehicles=[
+        {"lane": "lane0", "s": 330, "speed": 15.0, "behavior": "constant_speed"},
+        {"lane": "lane0", "s": 270, "speed": 20.0, "idm": {"desired_speed": 28},
+         "mobil": {"politeness": politeness, "max_braking": 8.0}},
+        {"lane": "lane1", "s": 225, "speed": 25.0, "idm": {"desired_speed": 25}, "mobil": {"enabled": False}},
+    ])
+    w = World(sc)
+    w.reset(seed=0)
+    rec = w.run(300, record=True)
+    lane, x_driver, x_fast = rec["lane"][0, :, 1], rec["x"][0, :, 1], rec["x"][0, :, 2]
+    k = int(np.argmax(lane == 1))
+    assert lane[0] == 0 and lane[k] == 1  # it changes lanes either way
+    if politeness == 0.0:
+        assert k <= 10 and x_fast[k] < x_driver[k]  # within a MOBIL period, in front of the fast vehicle
+        assert rec["accel"][0, :, 2].min() < -4.0  # which brakes hard
+    else:
+        assert x_fast[k] > x_driver[k]  # after the fast vehicle has gone by
+        assert rec["accel"][0, :, 2].min() > -0.1  # which never brakes
+    assert not rec["collided"].any()
+
+
+@pytest.mark.parametrize("politeness", [0.0, 1.0])
+def test_mobil_polite_driver_moves_over_for_a_faster_one(politeness):
+    """A driver content with its speed gains nothing by changing lanes, but the faster vehicle braking behind
+    it would: a polite driver moves over (the old follower's gain in the incentive) and the faster one goes
+    by at its desired speed; a selfish one keeps its lane and holds it up."""
+    sc = scenario(road={"type": "highway", "lanes": 2, "length": 3000}, dt=0.1, vehicles=[
+        {"lane": "lane0", "s": 270, "speed": 20.0, "idm": {"desired_speed": 20}, "mobil": {"politeness": politeness}},
+        {"lane": "lane0", "s": 210, "speed": 26.0, "idm": {"desired_speed": 30}, "mobil": {"enabled": False}},
+    ])
+    w = World(sc)
+    w.reset(seed=0)
+    rec = w.run(300, record=True)
+    lane, v_fast = rec["lane"][0, :, 0], rec["speed"][0, :, 1]
+    if politeness == 0.0:
+        assert (lane == 0).all() and v_fast[-1] == pytest.approx(20.0, abs=0.1)
+    else:
+        assert lane[10] == 1 and v_fast[-1] == pytest.approx(30.0, abs=0.1)
+    assert not rec["collided"].any()
+
+
 def test_inflow_rate_and_exits():
     sc = scenario(road={"type": "highway", "lanes": 1, "length": 500}, dt=0.1, duration=600,
                   inflows=[{"lane": "lane0", "rate": 720, "speed": [20, 20], "idm": {"desired_speed": 20}}])

@@ -381,7 +381,11 @@ def mobil_decision(road, w, occ, prm, i, a_now):
     r_next = w.route[i, rp] if rp < w.route.shape[1] else -1
     best_gain = -math.inf
     best_lane = -1
-    jo, do = find_follower(road, occ, i, ln, s)
+    # the followers' current accelerations enter only through the politeness term (highway-env's default
+    # politeness is 0): skip their searches and IDM evaluations then; every IDM value is finite, so the
+    # gain is the same number either way
+    polite = f[POLITENESS, i] != 0.0
+    jo, do = find_follower(road, occ, i, ln, s) if polite else (-1, math.inf)
     jl_old = iv[LEADER, i]
     for side in range(2):
         c = road.lane_i[ln, L_LEFT] if side == 0 else road.lane_i[ln, L_RIGHT]
@@ -410,7 +414,8 @@ def mobil_decision(road, w, occ, prm, i, a_now):
             a_f_new = _idm_behind(road, w, prm, jf, df, i)
             if a_f_new < -b_safe:
                 continue
-            a_f_now = _idm_behind(road, w, prm, jf, df + dn if jn >= 0 else math.inf, jn)
+            if polite:
+                a_f_now = _idm_behind(road, w, prm, jf, df + dn if jn >= 0 else math.inf, jn)
         # nor vehicle i
         v0_c = _desired_speed(road, w, i, c)
         if jn >= 0:
