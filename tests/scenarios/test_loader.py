@@ -30,6 +30,24 @@ def test_catalog_values_follow_the_references():
     assert (ring.traffic.idm.a, ring.traffic.idm.b, ring.traffic.idm.s0, ring.traffic.idm.noise) == (1, 1.5, 2, 0.2)
 
 
+def test_highway_fast_follows_highway_envs_own_config():
+    """The catalog's highway-fast is highway-env's highway-fast-v0, read from highway-env itself."""
+    highway_env = pytest.importorskip("highway_env.envs.highway_env")
+    he = highway_env.HighwayEnvFast.default_config()
+    base = highway_env.HighwayEnv.default_config()
+    fast, hw = load_scenario("highway-fast"), load_scenario("highway")
+    assert fast.road.lanes == he["lanes_count"] == 3
+    assert fast.traffic.count == he["vehicles_count"] == 20
+    assert fast.controlled.count == he["controlled_vehicles"] == 1
+    assert fast.dt == pytest.approx(1.0 / he["simulation_frequency"])
+    assert fast.duration == he["duration"] and fast.controlled.spacing == he["ego_spacing"]
+    # everything else is highway-v0's, as in highway-env, where highway-fast-v0 subclasses highway-v0
+    assert fast.traffic.spacing == hw.traffic.spacing == 1.0 / he["vehicles_density"] == 1.0 / base["vehicles_density"]
+    assert (fast.traffic.speed, fast.traffic.placement, fast.traffic.idm, fast.traffic.mobil, fast.controlled.speed) \
+        == (hw.traffic.speed, hw.traffic.placement, hw.traffic.idm, hw.traffic.mobil, hw.controlled.speed)
+    assert fast.road.model_dump(exclude={"lanes"}) == hw.road.model_dump(exclude={"lanes"})
+
+
 def write(tmp_path, text, name="s.yaml"):
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))
