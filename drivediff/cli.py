@@ -32,7 +32,9 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (printed as table
 app.add_typer(bench_app, name="bench")
 exp_app = typer.Typer(no_args_is_help=True, help="Experiments: each writes a run folder (config, results, report).")
 app.add_typer(exp_app, name="experiment")
-console = Console()
+# Piped into a file or another program, rich would lay tables out for 80 columns and cut wide cells ("1,068,3…")
+PIPE_WIDTH = 160
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_SCENARIO = "merge"
@@ -80,10 +82,28 @@ def simulate_cmd(
 
     if steps is not None and duration is not None:
         _fail("give --steps or --duration, not both")
+    if duration is not None and duration <= 0.0:
+        _fail(f"--duration must be positive, got {duration}")
+    planner_options = {"--checkpoint": checkpoint is not None, "--mode": mode != "decentralized",
+                       "--sampling-steps": sampling_steps != 10, "--candidates": candidates != 4,
+                       "--no-guidance": not guidance, "--guidance-scale": guidance_scale != 1.0}
+    if policy != "diffusion" and any(planner_options.values()):
+        given = ", ".join(k for k, v in planner_options.items() if v)
+        _fail(f"{given}: options of the diffusion planner, which drives only with --policy diffusion")
+    if log is not None:
+        from drivediff.io import make_dirs
+
+        if log.is_dir():
+            _fail(f"--log {log} is a folder; give a file name, e.g. {log / 'episode.npz'}")
+        make_dirs(log.parent)  # before the run, not after it
     world = World(scenario, num_worlds=1, overrides=parse_set_options(set_))
     n = steps if steps is not None else (int(round(duration / world.dt)) if duration is not None
                                           else world.scenario.num_steps)
+    n = max(n, 1)
     world.reset(seed=seed)
+    if policy == "diffusion" and not world.state.controlled[0].any():
+        _fail(f"{world.config.name} has no controlled vehicles for the planner to drive "
+              "(add some with --set controlled.count=N)")
     pol = _make_policy(policy, checkpoint, mode, sampling_steps, candidates, record=log is not None, seed=seed,
                        guidance_scale=guidance_scale if guidance else None)
     initial = world.snapshot(0)
@@ -192,6 +212,9 @@ def collect_cmd(
     names = list(scenarios) if scenarios else list(DEFAULT_SCENARIOS)
     for name in names:
         get_scenario(name)  # fail early on a bad name or file
+    from drivediff.io import make_dirs
+
+    make_dirs(out)
     scale = _scale_options(backend, workers, address)
     prog, update = _experiment_progress("shards")
     with prog:
@@ -225,9 +248,15 @@ def train_cmd(
 
     from rich.progress import Progress
 
-    from drivediff.planner.train import TrainConfig, _dist_info, train
+    from drivediff.io import make_dirs
+    from drivediff.planner.data import shard_files
+    from drivediff.planner.train import TrainConfig, _dist_info, pick_device, train
 
     tcfg = TrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed)
+    # the errors a user can make, before the progress bar: data, device, where the checkpoint goes
+    shard_files(data)
+    pick_device(device)
+    make_dirs(out.parent)
     rank0 = _dist_info()[0] == 0  # under torchrun only rank 0 shows progress and prints
     with Progress(console=err_console) if rank0 else contextlib.nullcontext() as prog:
         task = prog.add_task("training", total=steps) if rank0 else None
@@ -352,6 +381,8 @@ def bench_train_cmd(
         counts = [int(p) for p in procs.split(",") if p.strip()]
     except ValueError:
         _fail(f"--procs: expected comma-separated integers, got {procs!r}")
+    if not counts or min(counts) < 1:
+        _fail(f"--procs: expected process counts of at least 1, got {procs!r}")
     res = run_train_bench(counts, steps, batch_size, data, threads, progress=None if json_out else err_console.print)
     _emit(res, print_train_bench, json_out)
 
@@ -435,7 +466,7 @@ def experiment_planner_cmd(
     prog, update = _experiment_progress()
     with prog:
         metrics = main(cfg, out, workers=scale["workers"], backend=scale["backend"], progress=update)
-    console.print(report(metrics, cfg))
+    console.print(report(metrics, cfg), markup=False, highlight=False, soft_wrap=True)  # "[m]" is a unit here
     console.print(f"run folder: {out}")
 
 
@@ -575,8 +606,10 @@ def demo_cmd(
 
     if not default_checkpoint().is_file():
         _fail(f"the shipped planner checkpoint {default_checkpoint()} is missing (reinstall the package, or train "
-              "one: see README, 'Training the planner')")
-    out.mkdir(parents=True, exist_ok=True)
+              "one: see README, 'Training the shipped planner')")
+    from drivediff.io import make_dirs
+
+    make_dirs(out)
     log = out / f"{DEFAULT_SCENARIO}.npz"
     simulate_cmd(DEFAULT_SCENARIO, seed=0, steps=None, duration=None, log=log, set_=[f"controlled.count={agents}"],
                  render=False, policy="diffusion", checkpoint=None, mode="decentralized", sampling_steps=10,
@@ -614,6 +647,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Exit as e:
         return e.exit_code
+    except OSError as e:  # the file system refused (a path in the way, permissions, a full disk)
+        from rich.markup import escape
+
+        where = f": {e.filename}" if e.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape((e.strerror or str(e)) + where)}", highlight=False)
+        return 2
     except typer.Abort:
         err_console.print("aborted")
         return 130

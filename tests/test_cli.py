@@ -61,7 +61,43 @@ def test_unwritable_log_path(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = run("simulate", "ring", "--steps", "5", "--log", str(blocker / "sub" / "ep.npz"))
-    assert out.returncode == 2 and "cannot write" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and f"{blocker} is a file" in out.stderr and "Traceback" not in out.stderr
+    out = run("simulate", "ring", "--steps", "5", "--log", str(tmp_path))
+    assert out.returncode == 2 and "is a folder" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("simulate", "merge", "--duration", "0"), "--duration must be positive"),
+    (("simulate", "merge", "--mode", "centralized", "--no-guidance"), "--mode, --no-guidance: options of the"),
+    (("simulate", "ring", "--policy", "diffusion"), "ring has no controlled vehicles"),
+    (("demo", "--out", "{file}"), "{file} is a file"),
+    (("collect", "merge", "--episodes", "1", "--out", "{file}/shards"), "{file} is a file"),
+    (("experiment", "planner", "--quick", "--out", "{file}"), "{file} is a file"),
+    (("train", "--data", "{dir}", "--out", "{dir}/p.pt"), "no training shards"),
+    (("bench", "train", "--procs", "0"), "at least 1"),
+])
+def test_bad_paths_and_options_fail_before_any_work(tmp_path, args, fragment):
+    """Each fails in seconds, before running anything, and writes nothing."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    work = tmp_path / "work"
+    work.mkdir()
+    fill = {"{file}": str(blocker), "{dir}": str(work)}
+
+    def sub(text):
+        for k, v in fill.items():
+            text = text.replace(k, v)
+        return text
+
+    out = run(*map(sub, args))
+    assert out.returncode == 2, out.stderr
+    assert sub(fragment) in out.stderr and "Traceback" not in out.stderr
+    assert blocker.read_text() == "x" and not any(work.iterdir())
+
+
+def test_python_dash_m_drivediff_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "drivediff", "simulate", "nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown scenario 'nope'" in out.stderr
 
 
 def test_bench_sim_json_quick():

@@ -166,6 +166,11 @@ class EnvCore:
         self._no_meta = np.zeros((0, a), dtype=np.int64)  # continuous: no meta-actions
         self._no_acts = np.zeros_like(self._acts)  # discrete: EXTERNAL vehicles (none are agents) get zeros
 
+    @property
+    def is_reset(self) -> bool:
+        """Whether ``reset`` has run (successfully): ``step`` refuses to run before."""
+        return self._is_reset
+
     # ------------------------------------------------------------------------------------------- reset
     def reset(self, seed=None, worlds=None) -> None:
         """Reset the given worlds (default all): place vehicles, hand the agents their vehicles, observe.

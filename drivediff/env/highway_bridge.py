@@ -684,6 +684,14 @@ def _main(argv=None) -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=30.0)
     args = p.parse_args(argv)
+    import gymnasium as gym
+    import highway_env  # noqa: F401  (registers its ids)
+
+    for env_id in args.ids:
+        try:
+            gym.spec(env_id)
+        except gym.error.Error as e:
+            p.error(f"unknown environment id {env_id!r} ({e})")
     print("| scene | lanes (+connectors) | max lane-centre distance | mean speed highway-env / drivediff [m/s] "
           "| lane changes per vehicle-minute highway-env / drivediff |")
     print("| --- | --- | --- | --- | --- |")

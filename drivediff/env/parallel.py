@@ -146,6 +146,8 @@ class DrivediffParallelEnv(ParallelEnv):
     def step(self, actions: Mapping):
         """Advance one environment step; returns (observations, rewards, terminations, truncations, infos)
         for the agents that were live before the step."""
+        if not self.core.is_reset:
+            raise DrivediffError("call reset() before step()")
         if not self.agents:
             raise DrivediffError("every agent is done: call reset() to start a new episode")
         self.core.step(self._to_array(actions))

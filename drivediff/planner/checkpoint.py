@@ -59,9 +59,15 @@ def read_checkpoint_dict(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = str(e).strip()
+        if "WeightsUnpickler error:" in msg:
+            # keep only the unpickler's finding: torch's message also explains how to load the file unsafely
+            detail = msg.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+        else:
+            detail = msg.splitlines()[0] if msg else type(e).__name__
         raise CheckpointError(f"{path}: not a loadable drivediff checkpoint (corrupted, truncated, or it holds "
-                              f"objects that weights_only loading refuses): {first[:200]}") from None
+                              f"objects that weights_only=True loading refuses): {' '.join(detail.split())[:200]}") \
+            from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a drivediff planner checkpoint (no '{FORMAT}' marker)")
     if obj.get("version") != VERSION:

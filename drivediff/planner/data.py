@@ -248,11 +248,17 @@ def collect(scenarios: Sequence[str], episodes: int, out: Path, cfg: PlannerConf
     return written
 
 
-def load_shards(data_dir: Path, max_windows: int | None = None) -> dict:
-    """Concatenate every shard of a collection (``*.npz`` in ``data_dir``)."""
+def shard_files(data_dir: Path) -> list[Path]:
+    """The shards of a collection (``*.npz`` in ``data_dir``); an error when there are none."""
     files = sorted(Path(data_dir).glob("*.npz"))
     if not files:
         raise DrivediffError(f"no training shards (*.npz) in {data_dir}: run `drivediff collect` first")
+    return files
+
+
+def load_shards(data_dir: Path, max_windows: int | None = None) -> dict:
+    """Concatenate every shard of a collection (``*.npz`` in ``data_dir``)."""
+    files = shard_files(data_dir)
     parts = []
     for f in files:
         try:

@@ -113,7 +113,15 @@ def read_log(path: str | os.PathLike) -> EpisodeLog:
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except ValueError as e:
+        # numpy's messages about pickles suggest loading the file unsafely: not advice to pass on
+        why = str(e)
+        if "Object arrays" in why:
+            raise LogError(f"{path}: holds pickled Python objects, which drivediff does not load") from None
+        if "allow_pickle" in why:
+            why = "not an .npz archive"
+        raise LogError(f"{path}: not a readable drivediff log (truncated or corrupted file: {why})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise LogError(f"{path}: not a readable drivediff log (truncated or corrupted file: {e})") from None
     if "format" not in data or str(data["format"]) != FORMAT:
         raise LogError(f"{path}: not a drivediff episode log (no '{FORMAT}' marker)")

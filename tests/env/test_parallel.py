@@ -190,6 +190,8 @@ def test_reward_is_the_weighted_sum_of_its_terms():
 
 def test_bad_actions_raise_clear_errors():
     env = parallel_env(scenario="merge", num_agents=2)
+    with pytest.raises(DrivediffError, match=r"call reset\(\) before step\(\)"):
+        env.step({})
     env.reset(seed=0)
     good = np.zeros(2)
     with pytest.raises(ActionError, match="not finite"):

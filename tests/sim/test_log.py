@@ -49,6 +49,11 @@ def test_truncated_corrupted_and_missing(tmp_path, log):
         read_log(tmp_path / "junk.npz")
     with pytest.raises(LogError, match="not found"):
         read_log(tmp_path / "nothing.npz")
+    # pickled objects are refused, without numpy's advice on loading them unsafely
+    np.savez(tmp_path / "pickled.npz", format=np.array("x"), obj=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(LogError, match="pickled Python objects") as err:
+        read_log(tmp_path / "pickled.npz")
+    assert "allow_pickle" not in str(err.value)
 
 
 def _rewrite(src, dst, drop=(), replace=None):
