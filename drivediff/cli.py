@@ -63,7 +63,7 @@ def simulate_cmd(
     scenario: str = typer.Argument(..., help="catalog name or path to a scenario YAML file"),
     seed: int = typer.Option(0, min=0, help="random seed"),
     steps: int = typer.Option(None, min=1, help="number of steps (default: the scenario's duration)"),
-    duration: float = typer.Option(None, min=0.0, help="simulated time [s] (alternative to --steps)"),
+    duration: float = typer.Option(None, help="simulated time [s], positive (alternative to --steps)"),
     log: Path = typer.Option(None, help="write the episode log (.npz) here"),
     set_: list[str] = typer.Option([], "--set", help="override a scenario field, e.g. controlled.count=4"),
     render: bool = typer.Option(False, help="show the run live in a window"),
