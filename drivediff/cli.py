@@ -32,9 +32,10 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (printed as table
 app.add_typer(bench_app, name="bench")
 exp_app = typer.Typer(no_args_is_help=True, help="Experiments: each writes a run folder (config, results, report).")
 app.add_typer(exp_app, name="experiment")
-# Piped into a file or another program, rich would lay tables out for 80 columns and cut wide cells ("1,068,3…")
+# Piped into a file or another program, rich would lay tables out for 80 columns and cut wide cells ("1,068,3…").
+# Results print without rich markup: "[m]" and "[ms]" in a table are units, not styles
 PIPE_WIDTH = 160
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH)
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH, markup=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_SCENARIO = "merge"
@@ -399,6 +400,9 @@ def _experiment_progress(unit: str = "cells"):
 
     def update(done, total, key):
         now = time.perf_counter()
+        if "t" not in start and key != "starting":  # what the run folder held: said once, above the bar
+            err_console.print(f"{unit}: {done} of {total} already done in the output folder" if key == "resuming"
+                              else f"{unit}: {key}")
         start.setdefault("t", now)
         start.setdefault("done", done)
         new, elapsed = done - start["done"], now - start["t"]
@@ -466,7 +470,7 @@ def experiment_planner_cmd(
     prog, update = _experiment_progress()
     with prog:
         metrics = main(cfg, out, workers=scale["workers"], backend=scale["backend"], progress=update)
-    console.print(report(metrics, cfg), markup=False, highlight=False, soft_wrap=True)  # "[m]" is a unit here
+    console.print(report(metrics, cfg), highlight=False, soft_wrap=True)
     console.print(f"run folder: {out}")
 
 
@@ -528,6 +532,10 @@ def experiment_safety_cmd(
                                            "guided+corr-cen, guided+corr-com"),
     episodes: int = typer.Option(None, min=1, help="worlds (seeds) per cell"),
     scale: float = typer.Option(None, min=0.0, help="guidance scale of the guided methods (default 1)"),
+    ablation_episodes: int = typer.Option(None, min=0, help="worlds per ablation cell (default: as many as "
+                                                            "--episodes, at most 10; 0: no ablations)"),
+    ablation_scenarios: str = typer.Option(None, help="comma-separated scenarios of the ablations (default: merge "
+                                                      "and cut-in, those of them in --scenarios)"),
     log_episode: str = typer.Option(None, help="KEY:EPISODE: rerun that episode of the run in OUT and write its "
                                                "log for `drivediff replay` (instead of running the sweep)"),
     log: Path = typer.Option(None, help="with --log-episode: where to write it (default OUT/logs/KEY-EPISODE.npz)"),
@@ -547,7 +555,8 @@ def experiment_safety_cmd(
     scale_kw = _scale_options(backend, workers, address)
     kw: dict = {"seed": seed, "checkpoint": _checkpoint(checkpoint)}
     for name, value in (("scenarios", _names(scenarios)), ("methods", _names(methods)), ("episodes", episodes),
-                        ("scale", scale)):
+                        ("scale", scale), ("ablation_episodes", ablation_episodes),
+                        ("ablation_scenarios", _names(ablation_scenarios))):
         if value is not None:
             kw[name] = value
     cfg = _config(SafetyConfig.quick_config if quick else SafetyConfig, **kw)

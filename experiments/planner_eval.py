@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from drivediff.experiments.runner import Cell, cell_seed, find_cell, run_cells, write_json
+from drivediff.experiments.runner import (
+    Cell,
+    cell_seed,
+    check_backend,
+    checkpoint_digest,
+    find_cell,
+    run_cells,
+    wilson,
+    write_json,
+)
 from drivediff.io import atomic_write
 
 METHODS = ("idm", "decentralized", "centralized", "communication")
@@ -160,28 +169,22 @@ def open_loop_cell(cell: Cell, seed: int) -> list[dict]:
 
 
 def _cells(cfg: PlannerEvalConfig) -> list[Cell]:
-    common = {"checkpoint": cfg.checkpoint, "sampling_steps": cfg.sampling_steps, "candidates": cfg.candidates}
+    """Every cell of the run. A cell's params hold everything its rows depend on and nothing else: a rerun in
+    the same run folder reuses a finished cell exactly when they match (the expert's cells survive a change of
+    the planner's settings), and cells that load the checkpoint record its digest (weights retrained in place)."""
+    planner = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": checkpoint_digest(cfg.checkpoint),
+               "sampling_steps": cfg.sampling_steps, "candidates": cfg.candidates}
     cells = [Cell(f"closed-{sc}-{m}", {"scenario": sc, "method": m, "agents": cfg.agents, "episodes": cfg.episodes,
-                                       "duration": cfg.duration, "replan_every": cfg.replan_every,
-                                       "guidance": cfg.guidance, "run_seed": cfg.seed, **common})
+                                       "duration": cfg.duration, "run_seed": cfg.seed,
+                                       **({} if m == "idm" else {"replan_every": cfg.replan_every,
+                                                                 "guidance": cfg.guidance, **planner})})
              for sc in cfg.scenarios for m in cfg.methods]
-    cells += [Cell(f"open-{sc}", {"scenario": sc, "windows": cfg.openloop_windows, **common}) for sc in cfg.scenarios]
+    cells += [Cell(f"open-{sc}", {"scenario": sc, "windows": cfg.openloop_windows, **planner}) for sc in cfg.scenarios]
     return cells
 
 
 def _dispatch(cell: Cell, seed: int) -> list[dict]:
     return open_loop_cell(cell, seed) if cell.key.startswith("open-") else closed_loop_cell(cell, seed)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k / n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    den = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / den
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def summarize(rows: list[dict], cfg: PlannerEvalConfig) -> dict:
@@ -238,8 +241,11 @@ def report(metrics: dict, cfg: PlannerEvalConfig) -> str:
 
 def main(cfg: PlannerEvalConfig, out: Path, workers: int = 1, backend: str = "local", progress=None) -> dict:
     out = Path(out)
+    check_backend(backend)  # before anything is written to the run folder
+    cells = _cells(cfg)
     write_json(out / "config.json", asdict(cfg))
-    rows = run_cells(out, _cells(cfg), _dispatch, cfg.seed, backend=backend, workers=workers, progress=progress)
+    rows = run_cells(out, cells, _dispatch, cfg.seed, backend=backend, workers=workers, progress=progress,
+                     context={"experiment": "planner"})
     closed = [r for r in rows if r.get("method") in METHODS]
     if closed:
         def write_csv(fh):

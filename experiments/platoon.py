@@ -47,7 +47,8 @@ import time of a module this one imports)::
                                      "mobil": {"enabled": False}},
         gap=constant_time_gap,              # placement and spacing error: r + h v
         policy=make_diffusion_policy,       # (world, slots, ctx) -> a Policy driving ``slots``
-        adopt=None)                         # joiners / merge vehicles stay human-driven
+        adopt=None,                         # joiners / merge vehicles stay human-driven
+        uses_checkpoint=True)               # loads ctx.checkpoint (a resumed run checks its digest)
 
 Nothing else changes: cells, metrics, plots and the report pick the method up by name. ``vehicle`` gives the
 scenario fields of the vehicles the method drives (marking them ``controlled`` makes them the world's
@@ -70,7 +71,16 @@ import numpy as np
 from drivediff.agents.platoon import ACCPolicy, CACCPolicy, CCParams, IDMPolicy, write_cc_params
 from drivediff.errors import DrivediffError
 from drivediff.experiments import platoon_metrics as pm
-from drivediff.experiments.runner import Cell, cell_seed, find_cell, run_cells, write_json
+from drivediff.experiments.runner import (
+    Cell,
+    cell_seed,
+    check_backend,
+    checkpoint_digest,
+    find_cell,
+    run_cells,
+    t95,
+    write_json,
+)
 from drivediff.io import atomic_write
 from drivediff.sim import Behavior
 from drivediff.sim import layout as L
@@ -164,6 +174,9 @@ class Method:
     policy: Callable  # (world, slots, ctx) -> Policy | None (None: in-kernel behaviour)
     adopt: Callable | None = None  # (world, policy, b, slots, ctx): take over vehicles during a run
     time_gap_fields: tuple[str, str] = ("cc_gap", "cc_standstill")  # state fields of (h, r), for gap opening
+    # drives with the planner checkpoint: its cells record the checkpoint's digest, so that a run folder
+    # resumed with other weights recomputes them
+    uses_checkpoint: bool = False
 
     def __post_init__(self):
         bad = set(self.axes) - set(AXES)
@@ -226,10 +239,11 @@ METHODS: dict[str, Method] = {
     # the shipped diffusion planner with the spacing objective as a guidance cost (not in the default sweep:
     # --methods idm,cacc,diffusion,diffusion-comm)
     "diffusion": Method("diffusion", "diffusion planner, decentralised, spacing guidance r + h v", ("time_gap",),
-                        _planner_vehicle, constant_time_gap, _planner_policy("decentralized"), None),
+                        _planner_vehicle, constant_time_gap, _planner_policy("decentralized"), None,
+                        uses_checkpoint=True),
     "diffusion-comm": Method("diffusion-comm", "diffusion planner, shared plans over V2V, spacing guidance",
                              ("time_gap", "delay", "loss"), _planner_vehicle, constant_time_gap,
-                             _planner_policy("communication"), None),
+                             _planner_policy("communication"), None, uses_checkpoint=True),
 }
 
 
@@ -471,15 +485,24 @@ def _points(cfg: PlatoonConfig, sc: str, method: Method) -> list[tuple[float | N
 
 
 def make_cells(cfg: PlatoonConfig) -> list[Cell]:
+    """Every cell of the sweep. A cell's params hold everything its rows depend on: a rerun in the same run
+    folder reuses a finished cell exactly when they match. Cells of methods that load the planner checkpoint
+    record it and its digest (weights retrained in place); the others do not, so a new checkpoint leaves them be."""
     cells = []
     common = {k: getattr(cfg, k) for k in ("seeds", "dt", "standstill", "kp", "kd", "lag", "ring_duration",
                                            "ring_warmup", "merge_share", "merge_duration", "merge_warmup",
-                                           "in_kernel", "checkpoint")}
+                                           "in_kernel")}
+    digest = {}  # the checkpoint's, computed once and only if a method loads it
     for sc in cfg.scenarios:
         spec = SCENARIOS[sc]
         base_seed = cell_seed(cfg.seed, f"world-{sc}")
         for m in cfg.methods:
             method = METHODS[m]
+            weights = {}
+            if method.uses_checkpoint:
+                if "sha256" not in digest:
+                    digest["sha256"] = checkpoint_digest(cfg.checkpoint)
+                weights = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": digest["sha256"]}
             pens = cfg.ring_penetration if spec.kind == "ring" and m != "idm" else (0,)
             for h, d, p in _points(cfg, sc, method):
                 for k in pens:
@@ -491,7 +514,7 @@ def make_cells(cfg: PlatoonConfig) -> list[Cell]:
                                method.axes else 0.0) and p == (cfg.nominal_loss if "loss" in method.axes else 0.0))
                     cells.append(Cell(key, {"scenario": sc, "method": m, "time_gap": h, "delay": d, "loss": p,
                                             "penetration": k, "base_seed": base_seed, "trace": bool(nominal),
-                                            **common}))
+                                            **common, **weights}))
     return cells
 
 
@@ -762,23 +785,10 @@ def _trace(rec, lay: Layout, method: Method, ctx: CellContext, spec: ScenarioSpe
 
 
 # --------------------------------------------------------------------------------------------- summary
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042}
 SCALARS = ("string_stable", "gamma_max_l2_accel", "gamma_max_linf_accel", "head_to_tail_l2_accel",
            "gamma_max_l2_speed", "gamma_max_l2_spacing", "gamma_max_linf_spacing", "head_to_tail_l2_spacing",
            "collisions", "min_gap", "min_ttc", "jerk_rms", "jerk_max", "mean_speed", "speed_spread", "stopped_share",
            "throughput", "energy", "equipped")
-
-
-def t95(df: int) -> float:
-    """Two-sided 95% Student t quantile."""
-    if df <= 0:
-        return math.nan
-    keys = sorted(T95)
-    for k in keys:
-        if df <= k:
-            return T95[k]
-    return 1.96
 
 
 def mean_ci(values) -> dict:
@@ -961,12 +971,15 @@ def main(cfg: PlatoonConfig, out: Path, workers: int | None = 1, backend: str = 
          address: str | None = None, plot: bool = True) -> dict:
     """Run (or resume) the sweep in ``out`` and write the run folder; returns the metrics."""
     out = Path(out)
+    check_backend(backend)  # before anything is written to the run folder
     cells = make_cells(cfg)
     write_json(out / "config.json", {**asdict(cfg), "cells": len(cells),
                                      "methods_described": {m: METHODS[m].description for m in cfg.methods},
                                      "scenarios_described": {s: asdict(SCENARIOS[s]) for s in cfg.scenarios}})
+    # every setting that shapes a cell is in its params (and the run seed): the context only tells the
+    # experiments apart
     rows = run_cells(out, cells, platoon_cell, cfg.seed, backend=backend, workers=workers, progress=progress,
-                     ray_address=address)
+                     ray_address=address, context={"experiment": "platoon"})
     traces = {r["cell"]: r.pop("trace") for r in rows if "trace" in r}
     _write_csv(out / "runs.csv", rows)
     metrics = summarize(rows, cells, cfg)

@@ -14,7 +14,8 @@ guided+corr-com    every layer, communication mode (neighbours' shared plans inp
 Every cell (scenario x method, or an ablation point) runs ``episodes`` episodes as a batch of worlds. The
 worlds' seeds depend on the run seed, the scenario and the episode index only, so every method meets the
 same traffic (paired comparison); the sampling noise is seeded from the cell. Ablations (on
-``ablation_scenarios``): guidance scale sweep, sampling steps, candidates, and each guidance layer off.
+``ablation_scenarios``, by default merge and cut-in where the run has them; ``ablation_episodes`` 0: none):
+guidance scale sweep, sampling steps, candidates, and each guidance layer off.
 
 Per episode and controlled vehicle (``experiments.safety_metrics``): collision, off-road, share of steps
 with projected TTC < 0.95 s and the minimum TTC, distance, comfort violation (nuPlan bounds), speed-limit
@@ -33,7 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from drivediff.experiments.runner import Cell, cell_seed, find_cell, run_cells, write_json
+from drivediff.errors import DrivediffError
+from drivediff.experiments.runner import (
+    Cell,
+    cell_seed,
+    check_backend,
+    checkpoint_digest,
+    find_cell,
+    run_cells,
+    t_interval,
+    wilson,
+    write_json,
+)
 from drivediff.io import atomic_write
 
 # scenario name in the suite -> (catalog scenario, overrides, controlled vehicles)
@@ -55,6 +67,8 @@ METHODS = {
     "guided+corr-com": ("diffusion", "communication", {}),
 }
 LAYERS = ("gradient", "correction", "selection")
+ABLATION_SCENARIOS = ("merge", "cut-in")  # the default ablation scenarios (those of them the run has)
+ABLATION_EPISODES = 10  # default episodes per ablation cell (fewer when the main cells have fewer)
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,10 @@ class SafetyConfig:
     # episodes collided (0 of 20 at 0.2 s, same worlds)
     replan_every: float = 0.2
     scale: float = 1.0  # guidance scale of the guided methods
-    ablation_scenarios: tuple[str, ...] = ("merge", "cut-in")
-    ablation_episodes: int = 10
+    # None: ABLATION_SCENARIOS among ``scenarios`` (a run narrowed to other scenarios has no ablations);
+    # given: exactly these (empty: none)
+    ablation_scenarios: tuple[str, ...] | None = None
+    ablation_episodes: int | None = None  # None: as many as ``episodes``, at most ABLATION_EPISODES; 0: none
     scales: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     steps_sweep: tuple[int, ...] = (2, 5, 10, 20)
     candidates_sweep: tuple[int, ...] = (1, 2, 4, 8)
@@ -83,50 +99,81 @@ class SafetyConfig:
 
     def __post_init__(self):
         for name, allowed, what in ((self.scenarios, SUITE, "scenarios"), (self.methods, METHODS, "methods"),
-                                    (self.ablation_scenarios, SUITE, "ablation scenarios")):
+                                    (self.ablation_scenarios or (), SUITE, "ablation scenarios")):
             bad = sorted(set(name) - set(allowed))
             if bad:
-                raise ValueError(f"unknown {what} {bad}; choose from {sorted(allowed)}")
-        if self.episodes < 1 or self.ablation_episodes < 1:
-            raise ValueError("episodes must be at least 1")
+                raise DrivediffError(f"unknown {what} {bad}; choose from {sorted(allowed)}")
+        for name, allowed, what in ((self.scenarios, SUITE, "scenario"), (self.methods, METHODS, "method")):
+            if not name:  # an empty --scenarios / --methods would run ablations only, or nothing
+                raise DrivediffError(f"no {what}s chosen; choose at least one of {', '.join(allowed)}")
+        if self.episodes < 1:
+            raise DrivediffError(f"episodes must be at least 1, got {self.episodes}")
+        if self.ablation_episodes is not None and self.ablation_episodes < 0:
+            raise DrivediffError(f"ablation episodes must be 0 (no ablations) or more, got {self.ablation_episodes}")
+
+    def ablations(self) -> tuple[tuple[str, ...], int]:
+        """(scenarios, episodes per cell) of the ablation cells; no scenarios when there are none."""
+        n = min(self.episodes, ABLATION_EPISODES) if self.ablation_episodes is None else self.ablation_episodes
+        if self.ablation_scenarios is None:
+            scenarios = tuple(s for s in ABLATION_SCENARIOS if s in self.scenarios)
+        else:
+            scenarios = tuple(self.ablation_scenarios)
+        return (scenarios if n > 0 else ()), n
 
     @classmethod
     def quick_config(cls, **kw) -> SafetyConfig:
         base = {"scenarios": ("merge", "cut-in"), "episodes": 2, "duration": 5.0, "sampling_steps": 4,
-                "candidates": 2, "ablation_scenarios": ("cut-in",), "ablation_episodes": 1, "scales": (0.0, 1.0),
-                "steps_sweep": (2,), "candidates_sweep": (1,), "layer_ablation": False, "ttc_every": 2,
-                "quick": True}
+                "candidates": 2, "ablation_episodes": 1, "scales": (0.0, 1.0), "steps_sweep": (2,),
+                "candidates_sweep": (1,), "layer_ablation": False, "ttc_every": 2, "quick": True}
+        # quick ablations on cut-in only, and only when the run has it
+        base["ablation_scenarios"] = tuple(s for s in ("cut-in",) if s in kw.get("scenarios", base["scenarios"]))
         return cls(**{**base, **kw})
 
 
 # ------------------------------------------------------------------------------------------------ cells
 def _cells(cfg: SafetyConfig) -> list[Cell]:
-    common = {"checkpoint": cfg.checkpoint, "duration": cfg.duration, "replan_every": cfg.replan_every,
-              "ttc_every": cfg.ttc_every, "run_seed": cfg.seed}
-    guided = {"steps": cfg.sampling_steps, "candidates": cfg.candidates, "scale": cfg.scale}
+    """Every cell of the run. A cell's params hold everything its rows depend on and nothing else: a rerun in
+    the same run folder reuses a finished cell exactly when they match (the expert's cells survive a change of
+    the planner's settings), and cells that load the checkpoint record its digest (weights retrained in place)."""
+    common = {"duration": cfg.duration, "ttc_every": cfg.ttc_every, "run_seed": cfg.seed}
+    digest = {}
+
+    def planner(method: str, **kw) -> dict:
+        """The planner's settings of a cell of ``method`` (none for the expert); ``kw`` overrides them."""
+        policy, _, layers = METHODS[method]
+        if policy != "diffusion":
+            return {}
+        if "sha256" not in digest:
+            digest["sha256"] = checkpoint_digest(cfg.checkpoint)
+        out = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": digest["sha256"], "replan_every": cfg.replan_every,
+               "steps": cfg.sampling_steps, "candidates": cfg.candidates}
+        if layers is not None:
+            out["scale"] = cfg.scale
+        return {**out, **kw}
+
     cells = []
     for sc in cfg.scenarios:
         for m in cfg.methods:
             cells.append(Cell(f"main-{sc}-{m}", {"scenario": sc, "method": m, "episodes": cfg.episodes,
-                                                 "group": "main", **guided, **common}))
-    for sc in cfg.ablation_scenarios:
-        ab = {"scenario": sc, "episodes": cfg.ablation_episodes, **common}
+                                                 "group": "main", **common, **planner(m)}))
+    ablation_scenarios, ablation_episodes = cfg.ablations()
+    for sc in ablation_scenarios:
+        ab = {"scenario": sc, "episodes": ablation_episodes, **common}
+        gc = {**ab, "method": "guided+corr"}
         for s in cfg.scales:
-            cells.append(Cell(f"scale-{sc}-{s:g}", {**ab, **guided, "method": "guided+corr", "scale": s,
-                                                    "group": "scale", "value": s}))
+            cells.append(Cell(f"scale-{sc}-{s:g}", {**gc, **planner("guided+corr", scale=s), "group": "scale",
+                                                    "value": s}))
         for n in cfg.steps_sweep:
-            cells.append(Cell(f"steps-{sc}-{n}", {**ab, **guided, "method": "guided+corr", "steps": n,
-                                                  "group": "steps", "value": n}))
+            cells.append(Cell(f"steps-{sc}-{n}", {**gc, **planner("guided+corr", steps=n), "group": "steps",
+                                                  "value": n}))
         for n in cfg.candidates_sweep:
-            cells.append(Cell(f"candidates-{sc}-{n}", {**ab, **guided, "method": "guided+corr", "candidates": n,
+            cells.append(Cell(f"candidates-{sc}-{n}", {**gc, **planner("guided+corr", candidates=n),
                                                        "group": "candidates", "value": n}))
         if cfg.layer_ablation:
             for layer in LAYERS:
-                cells.append(Cell(f"layer-{sc}-no-{layer}", {**ab, **guided, "method": "guided+corr",
-                                                             "off": layer, "group": "layers",
-                                                             "value": f"no {layer}"}))
-            cells.append(Cell(f"layer-{sc}-expert", {**ab, **guided, "method": "expert", "group": "layers",
-                                                     "value": "expert"}))
+                cells.append(Cell(f"layer-{sc}-no-{layer}", {**gc, **planner("guided+corr"), "off": layer,
+                                                             "group": "layers", "value": f"no {layer}"}))
+            cells.append(Cell(f"layer-{sc}-expert", {**ab, "method": "expert", "group": "layers", "value": "expert"}))
     return cells
 
 
@@ -220,17 +267,19 @@ def episode_log(cfg: SafetyConfig, key: str, episode: int, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- summary
-def _mean_ci(x) -> tuple[float, float, float]:
-    """Mean and a 95% normal interval over episodes (t-quantile-free: 1.96 standard errors)."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (float("nan"),) * 3
-    m = float(x.mean())
-    if x.size < 2:
-        return m, m, m
-    h = 1.96 * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return m, m - h, m + h
+# 95% intervals over episodes. Rates of episodes (collision, off-road: yes or no per episode): Wilson score
+# intervals, which stay in [0, 1] and are not [0, 0] when no episode had the event. Per-episode values:
+# Student-t intervals, clipped to the range the quantity lives in (shares and scores in [0, 1], progress
+# >= 0): clipping drops only values the quantity cannot take, so the coverage is the t-interval's, and with
+# few episodes the t-quantile (12.7 at 2 episodes) keeps it honest where 1.96 standard errors were not
+RATES = (("collision_rate", "collision"), ("offroad_rate", "offroad"))
+PER_EPISODE = (("progress_m", "distance", 0.0, math.inf), ("progress_vs_expert", "progress_rel", 0.0, math.inf),
+               ("comfort_violation_rate", "comfort", 0.0, 1.0), ("speed_limit_score", "speed_limit", 0.0, 1.0),
+               ("score", "score", 0.0, 1.0), ("ttc_below_share", "ttc_share", 0.0, 1.0))
+INTERVALS = ("Brackets: 95% intervals over episodes: Wilson score intervals for the collision and off-road rates "
+             "(shares of episodes), Student-t intervals of the per-episode values for the other columns, clipped to "
+             "the range of the quantity ([0, 1] for shares and scores; none from a single episode; zero width when "
+             "every episode had the same value).")
 
 
 def _episodes(rows: list[dict]) -> dict:
@@ -279,17 +328,16 @@ def summarize(rows: list[dict]) -> dict:
         live = max(sum(e["live_steps"] for e in eps), 1)
         ttc_eval = max(sum(e["ttc_eval"] for e in eps), 1)
         m = {**c, "episodes": len(eps)}
-        for name, vals in (("collision_rate", [e["collision"] for e in eps]),
-                           ("offroad_rate", [e["offroad"] for e in eps]),
-                           ("progress_m", [e["distance"] for e in eps]),
-                           ("progress_vs_expert", [e["progress_rel"] for e in eps]),
-                           ("comfort_violation_rate", [e["comfort"] for e in eps]),
-                           ("speed_limit_score", [e["speed_limit"] for e in eps]),
-                           ("score", [e["score"] for e in eps]),
-                           ("ttc_below_share", [e["ttc_below"] / max(e["ttc_eval"], 1) for e in eps])):
-            mean, lo, hi = _mean_ci(vals)
+        for e in eps:
+            e["ttc_share"] = e["ttc_below"] / max(e["ttc_eval"], 1)
+        for name, col in RATES:
+            k = sum(bool(e[col]) for e in eps)
+            m[name] = k / len(eps)
+            m[name + "_ci95"] = list(wilson(k, len(eps)))
+        for name, col, lo, hi in PER_EPISODE:
+            mean, a, b = t_interval([e[col] for e in eps], lo, hi)
             m[name] = mean
-            m[name + "_ci95"] = [lo, hi]
+            m[name + "_ci95"] = [a, b]
         m["collisions_per_1000km"] = 1000.0 * sum(e["collisions"] for e in eps) / km if km > 0 else float("nan")
         m["offroad_step_share"] = sum(e["offroad_steps"] for e in eps) / steps
         m["overspeed_step_share"] = sum(e["overspeed_steps"] for e in eps) / live
@@ -342,12 +390,26 @@ METRIC_COLUMNS = (("collision_rate", "collision rate"), ("collisions_per_1000km"
 
 
 def _fmt(v, ci=None) -> str:
+    """``v`` to about three significant digits (no decimals from 100 on, at most 3), its interval to the same
+    decimals: rounding to one grid keeps lo <= v <= hi, so the printed interval holds the printed value."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    s = f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    d = 2 if v == 0 or not math.isfinite(v) else min(3, max(0, 2 - math.floor(math.log10(abs(v)))))
+    s = f"{v:.{d}f}"
     if ci is not None and not any(math.isnan(x) for x in ci):
-        s += f" [{ci[0]:.2g}, {ci[1]:.2g}]"
+        s += f" [{ci[0]:.{d}f}, {ci[1]:.{d}f}]"
     return s
+
+
+def _ablation_note(cfg: SafetyConfig) -> str:
+    scenarios, episodes = cfg.ablations()
+    if scenarios:
+        return f"Ablations on {', '.join(scenarios)}, {episodes} episode{'s' if episodes > 1 else ''} per cell."
+    if episodes == 0:
+        return "No ablations (0 ablation episodes)."
+    if cfg.ablation_scenarios is None:
+        return f"No ablations (they run on {' and '.join(ABLATION_SCENARIOS)}, and this run has neither)."
+    return "No ablations (no ablation scenarios)."
 
 
 def report(metrics: dict, cfg: SafetyConfig) -> str:
@@ -355,7 +417,7 @@ def report(metrics: dict, cfg: SafetyConfig) -> str:
     lines = ["# Safety-guided planning evaluation", "",
              f"{cfg.episodes} episodes per cell, {cfg.duration:g} s (or the scenario's own length), "
              f"{cfg.sampling_steps} sampling steps, {cfg.candidates} candidates, guidance scale {cfg.scale:g}, "
-             f"replanning every {cfg.replan_every:g} s. Brackets: 95% intervals over episodes. Rates are shares "
+             f"replanning every {cfg.replan_every:g} s. {_ablation_note(cfg)} {INTERVALS} Rates are shares "
              "of episodes in which any controlled vehicle collided / left the road; TTC is nuPlan's constant-velocity "
              "projection; latency is planning time per vehicle-plan (all plans of a cycle batched).", ""]
     head = ("| scenario | method | " + " | ".join(h for _, h in METRIC_COLUMNS)
@@ -442,9 +504,11 @@ def plots(metrics: dict, out: Path) -> list[Path]:
 def main(cfg: SafetyConfig, out: Path, workers: int = 1, backend: str = "local", progress=None,
          ray_address: str | None = None) -> dict:
     out = Path(out)
+    check_backend(backend)  # the configuration was checked when it was made: nothing is written before both
+    cells = _cells(cfg)
     write_json(out / "config.json", asdict(cfg))
-    rows = run_cells(out, _cells(cfg), safety_cell, cfg.seed, backend=backend, workers=workers, progress=progress,
-                     ray_address=ray_address)
+    rows = run_cells(out, cells, safety_cell, cfg.seed, backend=backend, workers=workers, progress=progress,
+                     ray_address=ray_address, context={"experiment": "safety"})
     if rows:
         fields = list(dict.fromkeys(k for r in rows for k in r))
 

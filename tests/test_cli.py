@@ -123,3 +123,18 @@ def test_bench_env_json_quick():
         assert 0.0 < b[key]["live_share"] <= 1.0 and 0.0 < b[key]["keep_distance"]["live_share"] <= 1.0
     # agents only: nothing leaves the world but crashed agents, so at most the 4 vehicles placed at reset
     assert b["highway_4"]["vehicles_per_world"] <= 4 < b["highway_16"]["vehicles_per_world"]
+
+
+def test_small_safety_run_resumes_and_keeps_the_units(tmp_path):
+    """--ablation-episodes 0 keeps a run to its main cells; a rerun says what it reused; table headers keep
+    their units (rich markup would read "[m]" as a style)."""
+    args = ("experiment", "safety", "--scenarios", "cut-in", "--methods", "expert", "--episodes", "1",
+            "--ablation-episodes", "0", "--out", str(tmp_path / "run"))
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "progress [m]" in first.stdout
+    assert [p.name for p in (tmp_path / "run" / "cells").iterdir()] == ["main-cut-in-expert.json"]
+    again = run(*args)
+    assert again.returncode == 0 and "cells: 1 of 1 already done in the output folder" in again.stderr
+    changed = run(*args[:-4], "--seed", "1", *args[-4:])
+    assert changed.returncode == 0 and "0 reused, 1 recomputed: made with other settings" in changed.stderr

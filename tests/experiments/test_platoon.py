@@ -2,6 +2,7 @@
 and against the simulator, the controllers' policy path against the in-kernel path, the textbook results
 (IDM ring waves, ACC string unstable, CACC stable above its bound), and the CLI end to end."""
 
+import hashlib
 import json
 import math
 import os
@@ -376,6 +377,11 @@ def test_planner_methods_load_the_configured_checkpoint(tmp_path):
     cfg = PlatoonConfig(scenarios=("braking",), methods=("diffusion",), checkpoint=str(ckpt), seeds=1)
     p = make_cells(cfg)[0].params
     assert p["checkpoint"] == str(ckpt)
+    # the weights themselves identify the cell (a run folder resumed with a retrained checkpoint redoes it);
+    # cells of the classical controllers do not depend on them
+    assert p["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    classical = make_cells(PlatoonConfig(scenarios=("braking",), methods=("idm", "cacc"), checkpoint=str(ckpt)))
+    assert not any("checkpoint" in k for c in classical for k in c.params)
     pol = METHODS["diffusion"].policy(None, np.arange(2), CellContext(checkpoint=p["checkpoint"]))
     assert pol.planner.meta["marker"] == "other"
 
