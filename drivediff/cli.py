@@ -13,6 +13,7 @@ traceback.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -83,21 +84,21 @@ def simulate_cmd(
 
     if steps is not None and duration is not None:
         _fail("give --steps or --duration, not both")
-    if duration is not None and duration <= 0.0:
-        _fail(f"--duration must be positive, got {duration}")
+    if duration is not None and not (math.isfinite(duration) and duration > 0.0):
+        _fail(f"--duration must be a positive number of seconds, got {duration}")
     planner_options = {"--checkpoint": checkpoint is not None, "--mode": mode != "decentralized",
                        "--sampling-steps": sampling_steps != 10, "--candidates": candidates != 4,
                        "--no-guidance": not guidance, "--guidance-scale": guidance_scale != 1.0}
     if policy != "diffusion" and any(planner_options.values()):
         given = ", ".join(k for k, v in planner_options.items() if v)
         _fail(f"{given}: options of the diffusion planner, which drives only with --policy diffusion")
+    if log is not None and log.is_dir():
+        _fail(f"--log {log} is a folder; give a file name, e.g. {log / 'episode.npz'}")
+    world = World(scenario, num_worlds=1, overrides=parse_set_options(set_))
     if log is not None:
         from drivediff.io import make_dirs
 
-        if log.is_dir():
-            _fail(f"--log {log} is a folder; give a file name, e.g. {log / 'episode.npz'}")
-        make_dirs(log.parent)  # before the run, not after it
-    world = World(scenario, num_worlds=1, overrides=parse_set_options(set_))
+        make_dirs(log.parent)  # before the run, not after it (and after the scenario proved valid)
     n = steps if steps is not None else (int(round(duration / world.dt)) if duration is not None
                                           else world.scenario.num_steps)
     n = max(n, 1)
@@ -657,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as e:
         return e.exit_code
     except OSError as e:  # the file system refused (a path in the way, permissions, a full disk)
+        if e.filename is None:  # not about a file (a lost connection, say): a bug report needs the traceback
+            raise
         from rich.markup import escape
 
         where = f": {e.filename}" if e.filename else ""

@@ -47,8 +47,9 @@ import time of a module this one imports)::
                                      "mobil": {"enabled": False}},
         gap=constant_time_gap,              # placement and spacing error: r + h v
         policy=make_diffusion_policy,       # (world, slots, ctx) -> a Policy driving ``slots``
-        adopt=None,                         # joiners / merge vehicles stay human-driven
-        uses_checkpoint=True)               # loads ctx.checkpoint (a resumed run checks its digest)
+        adopt=None)                         # joiners / merge vehicles stay human-driven
+        # uses_checkpoint=True (the default): its cells record ctx.checkpoint and its digest; False for a
+        # method that never loads the planner, whose cells then survive a new checkpoint
 
 Nothing else changes: cells, metrics, plots and the report pick the method up by name. ``vehicle`` gives the
 scenario fields of the vehicles the method drives (marking them ``controlled`` makes them the world's
@@ -174,9 +175,10 @@ class Method:
     policy: Callable  # (world, slots, ctx) -> Policy | None (None: in-kernel behaviour)
     adopt: Callable | None = None  # (world, policy, b, slots, ctx): take over vehicles during a run
     time_gap_fields: tuple[str, str] = ("cc_gap", "cc_standstill")  # state fields of (h, r), for gap opening
-    # drives with the planner checkpoint: its cells record the checkpoint's digest, so that a run folder
-    # resumed with other weights recomputes them
-    uses_checkpoint: bool = False
+    # drives with the planner checkpoint: its cells record the checkpoint's path and digest (a run folder
+    # resumed with other weights recomputes them). True unless a method says otherwise: a planner method
+    # that forgot the flag would otherwise run the shipped weights instead of --checkpoint
+    uses_checkpoint: bool = True
 
     def __post_init__(self):
         bad = set(self.axes) - set(AXES)
@@ -231,19 +233,19 @@ def _planner_policy(mode: str):
 
 METHODS: dict[str, Method] = {
     "idm": Method("idm", "human drivers: Intelligent Driver Model", (), _idm_vehicle, idm_gap,
-                  _classic_policy(IDMPolicy), None, ("time_gap", "s0")),
+                  _classic_policy(IDMPolicy), None, ("time_gap", "s0"), uses_checkpoint=False),
     "acc": Method("acc", "ACC, constant time gap (Milanes & Shladover)", ("time_gap",), _cc_vehicle("acc"),
-                  constant_time_gap, _classic_policy(ACCPolicy), _cc_adopt(Behavior.ACC)),
+                  constant_time_gap, _classic_policy(ACCPolicy), _cc_adopt(Behavior.ACC), uses_checkpoint=False),
     "cacc": Method("cacc", "CACC (Ploeg), predecessor's command over V2V", ("time_gap", "delay", "loss"),
-                   _cc_vehicle("cacc"), constant_time_gap, _classic_policy(CACCPolicy), _cc_adopt(Behavior.CACC)),
+                   _cc_vehicle("cacc"), constant_time_gap, _classic_policy(CACCPolicy), _cc_adopt(Behavior.CACC),
+                   uses_checkpoint=False),
     # the shipped diffusion planner with the spacing objective as a guidance cost (not in the default sweep:
     # --methods idm,cacc,diffusion,diffusion-comm)
     "diffusion": Method("diffusion", "diffusion planner, decentralised, spacing guidance r + h v", ("time_gap",),
-                        _planner_vehicle, constant_time_gap, _planner_policy("decentralized"), None,
-                        uses_checkpoint=True),
+                        _planner_vehicle, constant_time_gap, _planner_policy("decentralized"), None),
     "diffusion-comm": Method("diffusion-comm", "diffusion planner, shared plans over V2V, spacing guidance",
                              ("time_gap", "delay", "loss"), _planner_vehicle, constant_time_gap,
-                             _planner_policy("communication"), None, uses_checkpoint=True),
+                             _planner_policy("communication"), None),
 }
 
 

@@ -390,11 +390,13 @@ METRIC_COLUMNS = (("collision_rate", "collision rate"), ("collisions_per_1000km"
 
 
 def _fmt(v, ci=None) -> str:
-    """``v`` to about three significant digits (no decimals from 100 on, at most 3), its interval to the same
-    decimals: rounding to one grid keeps lo <= v <= hi, so the printed interval holds the printed value."""
+    """``v`` to about three significant digits (no decimals from 100 on, at most 3 unless it would print as
+    zero), its interval to the same decimals: rounding to one grid keeps lo <= v <= hi, so the printed
+    interval holds the printed value."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    d = 2 if v == 0 or not math.isfinite(v) else min(3, max(0, 2 - math.floor(math.log10(abs(v)))))
+    d = 2 if v == 0 or not math.isfinite(v) else max(0, 2 - math.floor(math.log10(abs(v))))
+    d = min(d, 3 if abs(v) >= 5e-4 else 6)  # at most 3 decimals, unless the value would print as 0.000
     s = f"{v:.{d}f}"
     if ci is not None and not any(math.isnan(x) for x in ci):
         s += f" [{ci[0]:.{d}f}, {ci[1]:.{d}f}]"

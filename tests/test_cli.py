@@ -67,7 +67,9 @@ def test_unwritable_log_path(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (("simulate", "merge", "--duration", "0"), "--duration must be positive"),
+    (("simulate", "merge", "--duration", "0"), "--duration must be a positive number of seconds"),
+    (("simulate", "merge", "--duration", "nan"), "got nan"),
+    (("simulate", "nope", "--log", "{dir}/new/ep.npz"), "unknown scenario 'nope'"),  # and makes no folder
     (("simulate", "merge", "--mode", "centralized", "--no-guidance"), "--mode, --no-guidance: options of the"),
     (("simulate", "ring", "--policy", "diffusion"), "ring has no controlled vehicles"),
     (("demo", "--out", "{file}"), "{file} is a file"),

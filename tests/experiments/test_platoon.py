@@ -269,6 +269,8 @@ def test_a_registered_method_joins_the_sweep():
     try:
         cells = make_cells(PlatoonConfig.quick_config(scenarios=("sine",), methods=("cacc-np",)))
         assert cells and all(c.params["method"] == "cacc-np" for c in cells)
+        # a method that does not say it never loads the planner gets --checkpoint (and its digest) in its cells
+        assert all("checkpoint" in c.params and c.params["checkpoint_sha256"] for c in cells)
         mine = platoon_cell(_cell(scenario="sine", method="cacc-np", delay=0.1), 0)[0]
         ref = platoon_cell(_cell(scenario="sine", method="cacc", delay=0.1), 0)[0]
         for k in ("gamma_max_l2_accel", "min_gap", "jerk_rms", "energy"):

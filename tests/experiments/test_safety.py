@@ -165,7 +165,7 @@ def test_t_quantiles_match_scipy_and_never_narrow_the_interval():
     stats = pytest.importorskip("scipy.stats")
     for df in range(1, 31):
         assert t95(df) == pytest.approx(stats.t.ppf(0.975, df), abs=6e-4), df
-    for df in [*range(31, 130), 200, 1000]:  # between and beyond the tabulated ones: the next one up, not below
+    for df in [*range(31, 130), 200, 1000]:  # between and beyond the table: the df tabulated below (a larger t)
         assert stats.t.ppf(0.975, df) - 5e-4 <= t95(df) <= stats.t.ppf(0.975, df) + 0.025, df
     assert math.isnan(t95(0))
 
@@ -176,6 +176,7 @@ def test_a_printed_interval_holds_its_printed_value():
     assert _fmt(0.02, [0.0, 0.059]) == "0.020 [0.000, 0.059]"
     assert _fmt(237.4, [200.2, 274.9]) == "237 [200, 275]" and _fmt(math.nan, [0, 1]) == "-"
     assert _fmt(0.5, [math.nan, math.nan]) == "0.500"
+    assert _fmt(0.0004, [0.0, 0.0011]) == "0.000400 [0.000000, 0.001100]"  # not "0.000"
 
 
 def test_an_episode_of_the_run_is_rerun_exactly_and_opens_in_the_viewer(quick_run, tmp_path):

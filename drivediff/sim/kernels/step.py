@@ -382,8 +382,8 @@ def mobil_decision(road, w, occ, prm, i, a_now):
     best_gain = -math.inf
     best_lane = -1
     # the followers' current accelerations enter only through the politeness term (highway-env's default
-    # politeness is 0): skip their searches and IDM evaluations then; every IDM value is finite, so the
-    # gain is the same number either way
+    # politeness is 0): skip the old follower's search and those IDM evaluations then (the new follower is
+    # still found, for the safety check); every IDM value is finite, so the gain is the same number
     polite = f[POLITENESS, i] != 0.0
     jo, do = find_follower(road, occ, i, ln, s) if polite else (-1, math.inf)
     jl_old = iv[LEADER, i]
