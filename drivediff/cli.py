@@ -204,7 +204,8 @@ def collect_cmd(
     workers: WorkersOpt = None,
     address: AddressOpt = None,
 ):
-    """Roll out expert traffic and write training windows (resumable: existing shards are kept).
+    """Roll out expert traffic and write training windows (resumable: shards already in OUT that were made
+    with the same settings are kept, others redone).
 
     One task per (scenario, episode) shard; the shards are the same whatever --backend and --workers."""
     from drivediff.experiments.collect_parallel import collect_parallel

@@ -3,8 +3,8 @@
 The shards are the ones ``drivediff.planner.data.collect`` writes, with the same names, seeds and contents
 (byte for byte in every array), whatever the backend or the number of workers: a shard's seed comes from
 the collection seed and its episode number only. Workers compute a shard's windows and send them back;
-this process writes each shard atomically into ``out``. Shards already in ``out`` are kept, so an
-interrupted collection resumes.
+this process writes each shard atomically into ``out``. Shards already in ``out`` that were made with the
+same settings are kept, so an interrupted collection resumes; the others are redone (``data.shard_state``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from drivediff.experiments.runner import MAX_RETRIES, Progress, Task, run_tasks
 from drivediff.planner.config import PlannerConfig
-from drivediff.planner.data import collect_episode, save_shard, shard_path
+from drivediff.planner.data import collect_episode, save_shard, shard_meta, shard_path, shard_state
 
 
 def episode_seed(seed: int, episode: int) -> int:
@@ -36,16 +36,23 @@ def collect_parallel(scenarios: Sequence[str], episodes: int, out: Path, cfg: Pl
     cfg = cfg or PlannerConfig()
     out = Path(out)
     jobs = [(str(sc), e) for sc in scenarios for e in range(episodes)]
-    todo = [(sc, e) for sc, e in jobs if not shard_path(out, sc, e).exists()]
+    state = {(sc, e): shard_state(shard_path(out, sc, e), shard_meta(sc, e, seed, num_worlds, cfg)) for sc, e in jobs}
+    todo = [job for job in jobs if not state[job]]
     tasks = [Task(shard_path(out, sc, e).stem, shard_windows, (sc, e, seed, cfg, num_worlds)) for sc, e in todo]
     done = len(jobs) - len(todo)
+    stale = sum(s is False for s in state.values())
     if progress is not None:
-        progress(done, len(jobs), "resuming" if done else "starting")
+        if stale:
+            progress(done, len(jobs), f"{done} reused, {stale} recomputed: made with other settings")
+        else:
+            progress(done, len(jobs), "resuming" if done else "starting")
 
     def store(task: Task, windows: dict | None) -> None:
         sc, e = task.args[0], task.args[1]
         if windows is not None:
-            save_shard(shard_path(out, sc, e), windows, {"scenario": sc, "episode": e, "seed": seed})
+            save_shard(shard_path(out, sc, e), windows, shard_meta(sc, e, seed, num_worlds, cfg))
+        else:  # no windows with these settings: a shard made with others must not stay
+            shard_path(out, sc, e).unlink(missing_ok=True)
 
     run_tasks(tasks, store, backend=backend, workers=workers, progress=progress, done=done, total=len(jobs),
               address=address, max_retries=max_retries)

@@ -15,6 +15,10 @@ Shards are written atomically and skipped when present, so an interrupted collec
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -228,19 +232,45 @@ def save_shard(path: Path, windows: dict, meta: dict) -> None:
     atomic_write(path, lambda fh: np.savez_compressed(fh, **windows, **extra))
 
 
+def shard_meta(scenario, episode: int, seed: int, num_worlds: int, cfg: PlannerConfig) -> dict:
+    """What determines a shard's windows, stored in it (``meta_*`` arrays) and checked when a collection
+    resumes: the planner configuration as a digest of its fields."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    return {"scenario": str(scenario), "episode": int(episode), "seed": int(seed), "num_worlds": int(num_worlds),
+            "config": digest}
+
+
+def shard_state(path: Path, meta: dict) -> bool | None:
+    """None: no shard at ``path``; True: a shard made with ``meta``; False: one made with other settings, or
+    unreadable (to be redone). Shards from before the worlds and the configuration were recorded are judged
+    on what they record."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stored = {k[len("meta_"):]: z[k].item() for k in z.files if k.startswith("meta_")}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return False
+    return "seed" in stored and all(stored[k] == v for k, v in meta.items() if k in stored)
+
+
 def collect(scenarios: Sequence[str], episodes: int, out: Path, cfg: PlannerConfig | None = None, seed: int = 0,
             num_worlds: int = 4, progress: Callable[[int, int, str], None] | None = None) -> list[Path]:
-    """Write ``episodes`` shards per scenario into ``out`` (skipping shards that already exist)."""
+    """Write ``episodes`` shards per scenario into ``out`` (keeping shards already there that were made with
+    the same settings, ``shard_state``)."""
     cfg = cfg or PlannerConfig()
     out = Path(out)
     written = []
     jobs = [(sc, e) for sc in scenarios for e in range(episodes)]
     for done, (sc, e) in enumerate(jobs):
         path = shard_path(out, sc, e)
-        if not path.exists():
+        meta = shard_meta(sc, e, seed, num_worlds, cfg)
+        if not shard_state(path, meta):
             windows = collect_episode(sc, seed * 100_003 + e, cfg, num_worlds)
             if windows is not None:
-                save_shard(path, windows, {"scenario": str(sc), "episode": e, "seed": seed})
+                save_shard(path, windows, meta)
+            else:  # no windows with these settings: a shard made with others must not stay
+                path.unlink(missing_ok=True)
         if path.exists():
             written.append(path)
         if progress is not None:

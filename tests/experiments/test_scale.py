@@ -142,8 +142,16 @@ def test_collected_shards_do_not_depend_on_the_workers(tmp_path):
                 assert a[k].dtype == b[k].dtype == c[k].dtype
                 assert a[k].tobytes() == b[k].tobytes() == c[k].tobytes(), k
     stamp = (tmp_path / "two" / "merge-00000.npz").stat().st_mtime_ns  # resumable: existing shards are kept
-    collect_parallel(["merge"], 2, tmp_path / "two", num_worlds=2, workers=2)
-    assert (tmp_path / "two" / "merge-00000.npz").stat().st_mtime_ns == stamp
+    calls = []
+    collect_parallel(["merge"], 2, tmp_path / "two", num_worlds=2, workers=2, progress=lambda *a: calls.append(a))
+    assert (tmp_path / "two" / "merge-00000.npz").stat().st_mtime_ns == stamp and calls == [(2, 2, "resuming")]
+    # ... unless made with other settings: another seed redoes them, as a fresh collection with it would
+    calls.clear()
+    collect_parallel(["merge"], 2, tmp_path / "two", seed=1, num_worlds=2, progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, 2, "0 reused, 2 recomputed: made with other settings")
+    fresh = collect(["merge"], 1, tmp_path / "seed1", seed=1, num_worlds=2)[0]
+    with np.load(fresh) as a, np.load(tmp_path / "two" / fresh.name) as b:
+        assert int(b["meta_seed"]) == 1 and all(a[k].tobytes() == b[k].tobytes() for k in a.files)
 
 
 # Runs `drivediff train` and records, per rank, every file opened for writing under the output folder
