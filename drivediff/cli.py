@@ -71,11 +71,13 @@ def simulate_cmd(
     render: bool = typer.Option(False, help="show the run live in a window"),
     policy: str = typer.Option("idm", help="who drives the controlled vehicles: idm | diffusion"),
     checkpoint: Path = typer.Option(None, help="planner checkpoint (default: the shipped one)"),
-    mode: str = typer.Option("decentralized", help="diffusion planner: decentralized | centralized | communication"),
-    sampling_steps: int = typer.Option(10, min=1, help="diffusion planner: denoising steps"),
-    candidates: int = typer.Option(4, min=1, help="diffusion planner: candidate plans per query"),
-    guidance: bool = typer.Option(True, help="diffusion planner: safety guidance while denoising (all layers)"),
-    guidance_scale: float = typer.Option(1.0, min=0.0, help="diffusion planner: guidance gradient scale"),
+    # the planner's options default to None so that giving one with --policy idm is caught (defaults below)
+    mode: str = typer.Option(None, help="diffusion planner: decentralized (default) | centralized | communication"),
+    sampling_steps: int = typer.Option(None, min=1, help="diffusion planner: denoising steps (default 10)"),
+    candidates: int = typer.Option(None, min=1, help="diffusion planner: candidate plans per query (default 4)"),
+    guidance: bool = typer.Option(None, help="diffusion planner: safety guidance while denoising, all layers "
+                                             "(default: on)"),
+    guidance_scale: float = typer.Option(None, min=0.0, help="diffusion planner: guidance gradient scale (default 1)"),
 ):
     """Run a scenario and print a summary (controlled vehicles driven by --policy)."""
     from drivediff.scenarios import parse_set_options
@@ -86,12 +88,17 @@ def simulate_cmd(
         _fail("give --steps or --duration, not both")
     if duration is not None and not (math.isfinite(duration) and duration > 0.0):
         _fail(f"--duration must be a positive number of seconds, got {duration}")
-    planner_options = {"--checkpoint": checkpoint is not None, "--mode": mode != "decentralized",
-                       "--sampling-steps": sampling_steps != 10, "--candidates": candidates != 4,
-                       "--no-guidance": not guidance, "--guidance-scale": guidance_scale != 1.0}
-    if policy != "diffusion" and any(planner_options.values()):
-        given = ", ".join(k for k, v in planner_options.items() if v)
+    planner_options = {"--checkpoint": checkpoint, "--mode": mode, "--sampling-steps": sampling_steps,
+                       "--candidates": candidates, "--guidance/--no-guidance": guidance,
+                       "--guidance-scale": guidance_scale}
+    if policy != "diffusion" and any(v is not None for v in planner_options.values()):
+        given = ", ".join(k for k, v in planner_options.items() if v is not None)
         _fail(f"{given}: options of the diffusion planner, which drives only with --policy diffusion")
+    mode = "decentralized" if mode is None else mode
+    sampling_steps = 10 if sampling_steps is None else sampling_steps
+    candidates = 4 if candidates is None else candidates
+    guidance = True if guidance is None else guidance
+    guidance_scale = 1.0 if guidance_scale is None else guidance_scale
     if log is not None and log.is_dir():
         _fail(f"--log {log} is a folder; give a file name, e.g. {log / 'episode.npz'}")
     world = World(scenario, num_worlds=1, overrides=parse_set_options(set_))

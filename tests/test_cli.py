@@ -70,7 +70,8 @@ def test_unwritable_log_path(tmp_path):
     (("simulate", "merge", "--duration", "0"), "--duration must be a positive number of seconds"),
     (("simulate", "merge", "--duration", "nan"), "got nan"),
     (("simulate", "nope", "--log", "{dir}/new/ep.npz"), "unknown scenario 'nope'"),  # and makes no folder
-    (("simulate", "merge", "--mode", "centralized", "--no-guidance"), "--mode, --no-guidance: options of the"),
+    (("simulate", "merge", "--mode", "centralized", "--no-guidance"), "--mode, --guidance/--no-guidance: options"),
+    (("simulate", "merge", "--mode", "decentralized"), "--mode: options of the diffusion planner"),
     (("simulate", "ring", "--policy", "diffusion"), "ring has no controlled vehicles"),
     (("demo", "--out", "{file}"), "{file} is a file"),
     (("collect", "merge", "--episodes", "1", "--out", "{file}/shards"), "{file} is a file"),

@@ -63,3 +63,20 @@ def test_wilson_interval():
     assert lo == 0.0 and hi == pytest.approx(0.3244, abs=1e-3)  # the "3/n" rule's neighbourhood
     lo, hi = wilson(4, 8)
     assert lo < 0.5 < hi and hi - 0.5 == pytest.approx(0.5 - lo)
+
+
+def test_a_method_without_planning_latencies_summarises_quietly():
+    """The expert plans nothing: its latency is NaN, without numpy's 'Mean of empty slice' warning."""
+    import math
+    import warnings
+
+    from drivediff.experiments.planner_eval import summarize
+
+    row = {"scenario": "merge", "collision": False, "offroad": False, "progress_m": 10.0, "mean_speed": 5.0}
+    rows = [{**row, "method": "idm", "latency_ms_mean": math.nan, "latency_ms_p95": math.nan},
+            {**row, "method": "decentralized", "latency_ms_mean": 30.0, "latency_ms_p95": 40.0}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = summarize(rows, PlannerEvalConfig(scenarios=("merge",), methods=("idm", "decentralized")))
+    assert math.isnan(out["closed_loop"]["merge/idm"]["latency_ms_mean"])
+    assert out["closed_loop"]["merge/decentralized"]["latency_ms_p95"] == 40.0
