@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from drivediff.experiments.runner import MAX_RETRIES, Progress, Task, run_tasks
+from drivediff.experiments.runner import MAX_RETRIES, Progress, Task, resume_status, run_tasks
 from drivediff.planner.config import PlannerConfig
 from drivediff.planner.data import collect_episode, save_shard, shard_meta, shard_path, shard_state
 
@@ -42,10 +42,7 @@ def collect_parallel(scenarios: Sequence[str], episodes: int, out: Path, cfg: Pl
     done = len(jobs) - len(todo)
     stale = sum(s is False for s in state.values())
     if progress is not None:
-        if stale:
-            progress(done, len(jobs), f"{done} reused, {stale} recomputed: made with other settings")
-        else:
-            progress(done, len(jobs), "resuming" if done else "starting")
+        progress(done, len(jobs), resume_status(done, stale))
 
     def store(task: Task, windows: dict | None) -> None:
         sc, e = task.args[0], task.args[1]

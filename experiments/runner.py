@@ -183,6 +183,14 @@ def checkpoint_digest(path: str | None) -> str | None:
     return h.hexdigest()
 
 
+def resume_status(reused: int, stale: int) -> str:
+    """The first progress call's key: "starting", "resuming" (every result found was reused) or how many were
+    reused and how many are redone because they were made with other settings."""
+    if stale:
+        return f"{reused} reused, {stale} recomputed: made with other settings"
+    return "resuming" if reused else "starting"
+
+
 def check_backend(backend: str) -> None:
     """Fail early (before any work) on an unknown backend or a missing optional dependency."""
     if backend not in BACKENDS:
@@ -223,11 +231,7 @@ def run_cells(run_dir: Path, cells: Sequence[Cell], fn: Callable[[Cell, int], li
             stale += got is not None
     done = len(cells) - len(todo)
     if progress is not None:
-        if stale:
-            start = f"{done} reused, {stale} recomputed: made with other settings"
-        else:
-            start = "resuming" if done else "starting"
-        progress(done, len(cells), start)
+        progress(done, len(cells), resume_status(done, stale))
     by_key = {c.key: c for c in todo}
     tasks = [Task(c.key, compute_cell, (c, fn, run_seed)) for c in todo]
     run_tasks(tasks, lambda task, rows: store_cell(run_dir, by_key[task.key], rows, run_seed, context),

@@ -10,7 +10,8 @@ fut_mask          (M, A, H) bool          the agent exists (same vehicle) at tha
 fut_xy            (M, A, H, 2) float32    future positions in the focal frame [m]
 ================  ======================  ===================================================
 
-Shards are written atomically and skipped when present, so an interrupted collection resumes.
+Shards are written atomically; one already present is kept when it was made with the same settings
+(``shard_state``), so an interrupted collection resumes.
 """
 
 from __future__ import annotations
